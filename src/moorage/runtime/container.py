@@ -1,0 +1,212 @@
+"""A container's record on disk and the state machine that guards each verb.
+
+Layout under the runtime root (``--root``, default ``/run/moor-runtime``)::
+
+    <root>/<id>/state.json   the record: bundle, pid, start time, config, cgroup
+    <root>/<id>/exec.fifo    exists from create until start (init blocks on it)
+    <root>/<id>/lock         flock()ed by every verb that changes the container
+
+The status is derived, never trusted from the file alone (as runc does): a record
+whose fifo still exists and whose init is alive is ``created``; an alive init is
+``running`` (``paused`` when its cgroup is frozen); otherwise it is ``stopped``.
+The init is identified by pid *and* start time so that a recycled pid never passes
+for the container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from moorage.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from moorage.oci.state import State
+from moorage.sys import procfs
+
+DEFAULT_ROOT = "/run/moor-runtime"
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+.-]{0,1023}$")
+
+CREATING = "creating"
+CREATED = "created"
+RUNNING = "running"
+PAUSED = "paused"
+STOPPED = "stopped"
+
+
+def validate_id(container_id: str) -> None:
+    if not _ID_RE.match(container_id) or container_id in (".", ".."):
+        raise InvalidArgument(f"invalid container id: {container_id!r}")
+
+
+@dataclass(slots=True)
+class ContainerRecord:
+    """What ``create`` writes and every later verb reads."""
+
+    id: str
+    bundle: str
+    rootfs: str
+    created: str
+    config: dict[str, Any]
+    pid: int = 0
+    pid_start: int = 0
+    cgroups_path: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    owner: str = "root"
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "bundle": self.bundle,
+                "rootfs": self.rootfs,
+                "created": self.created,
+                "pid": self.pid,
+                "pid_start": self.pid_start,
+                "cgroups_path": self.cgroups_path,
+                "annotations": self.annotations,
+                "owner": self.owner,
+                "config": self.config,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> ContainerRecord:
+        data = orjson.loads(raw)
+        return cls(
+            id=data["id"],
+            bundle=data["bundle"],
+            rootfs=data["rootfs"],
+            created=data["created"],
+            config=data["config"],
+            pid=data.get("pid", 0),
+            pid_start=data.get("pid_start", 0),
+            cgroups_path=data.get("cgroups_path", ""),
+            annotations=data.get("annotations", {}),
+            owner=data.get("owner", "root"),
+        )
+
+
+class ContainerDir:
+    """One container's directory under the runtime root."""
+
+    def __init__(self, root: str | os.PathLike[str], container_id: str) -> None:
+        validate_id(container_id)
+        self.id = container_id
+        self.path = Path(root) / container_id
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / "state.json"
+
+    @property
+    def fifo(self) -> Path:
+        return self.path / "exec.fifo"
+
+    def exists(self) -> bool:
+        return self.state_file.exists()
+
+    def make(self) -> None:
+        """Create the directory; fails if the id is taken."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(mode=0o711)
+        except FileExistsError as exc:
+            raise AlreadyExists(f"container with id exists: {self.id}") from exc
+
+    def remove(self) -> None:
+        for child in (self.state_file, self.fifo, self.path / "lock", self.path / "state.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                child.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(self.path)
+
+    def write(self, record: ContainerRecord) -> None:
+        """Crash-safe write: temporary name, fsync, rename."""
+        tmp = self.path / "state.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, record.to_json())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.state_file)
+
+    def read(self) -> ContainerRecord:
+        try:
+            raw = self.state_file.read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFound(f"container does not exist: {self.id}") from exc
+        try:
+            return ContainerRecord.from_json(raw)
+        except (orjson.JSONDecodeError, KeyError) as exc:
+            raise InvalidArgument(f"corrupt state for container {self.id}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Serialise verbs that change this container (start vs delete, two starts...)."""
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def init_alive(record: ContainerRecord) -> bool:
+    """True while the container's init (same pid, same start time) has not exited."""
+    if record.pid <= 0:
+        return False
+    info = procfs.stat(record.pid)
+    return info is not None and info.start_time == record.pid_start and info.state != "Z"
+
+
+def status_of(cdir: ContainerDir, record: ContainerRecord, frozen: bool = False) -> str:
+    if record.pid <= 0:
+        return CREATING if cdir.fifo.exists() else STOPPED
+    if not init_alive(record):
+        return STOPPED
+    if cdir.fifo.exists():
+        return CREATED
+    return PAUSED if frozen else RUNNING
+
+
+def oci_state(record: ContainerRecord, status: str) -> State:
+    from moorage.oci.version import OCI_VERSION
+
+    return State(
+        oci_version=OCI_VERSION,
+        id=record.id,
+        status=status,  # type: ignore[arg-type]
+        pid=record.pid if status != STOPPED else 0,
+        bundle=record.bundle,
+        annotations=dict(record.annotations),
+    )
+
+
+# The state machine: which statuses each verb accepts.
+_ALLOWED: dict[str, frozenset[str]] = {
+    "start": frozenset({CREATED}),
+    "kill": frozenset({CREATED, RUNNING, PAUSED}),
+    "exec": frozenset({CREATED, RUNNING}),
+    "pause": frozenset({RUNNING}),
+    "resume": frozenset({PAUSED}),
+    "delete": frozenset({STOPPED, CREATED}),
+}
+
+
+def require(verb: str, container_id: str, status: str) -> None:
+    """Raise Conflict unless ``verb`` is legal in ``status``."""
+    if status not in _ALLOWED[verb]:
+        if verb == "start" and status in (RUNNING, PAUSED):
+            raise Conflict(f"cannot start an already running container: {container_id}")
+        if verb == "delete":
+            raise Conflict(f"cannot delete container {container_id} that is not stopped: {status}")
+        raise Conflict(f"cannot {verb} container {container_id}: container is {status}")

@@ -1,0 +1,257 @@
+"""``create``: set a container up and leave its init blocked until ``start``.
+
+Everything ``create`` makes (the state directory, the exec fifo, the cgroup, the
+processes) is undone if any step fails, so a bad config or a failing hook leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from moorage.errors import FailedPrecondition, InvalidArgument, NotFound, NotSupported
+from moorage.oci.runtime_spec import IDMapping, Spec, load_spec, spec_to_dict
+from moorage.runtime import hooks as hook_runner
+from moorage.runtime.cgroups.manager import CgroupManager, new_manager
+from moorage.runtime.cgroups.resources import CgroupResources
+from moorage.runtime.container import (
+    CREATING,
+    ContainerDir,
+    ContainerRecord,
+    oci_state,
+)
+from moorage.runtime.spawn import Stdio, spawn_stage
+from moorage.runtime.sync import Channel
+from moorage.sys import procfs
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOptions:
+    bundle: str
+    pid_file: str | None = None
+    console_socket: str | None = None
+    preserve_fds: int = 0
+    stdin: Stdio = None
+    stdout: Stdio = None
+    stderr: Stdio = None
+    # A connected console socket, used by `run` for a terminal it handles itself.
+    console_sock: socket.socket | None = None
+
+
+def rfc3339_now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+
+
+def _check_spec(spec: Spec, bundle: str, opts: CreateOptions) -> str:
+    if spec.process is None:
+        raise InvalidArgument("config.json: process: missing")
+    if spec.root is None:
+        raise InvalidArgument("config.json: root: missing")
+    rootfs = spec.root.path
+    if not os.path.isabs(rootfs):
+        rootfs = os.path.join(bundle, rootfs)
+    rootfs = os.path.realpath(rootfs)
+    if not os.path.isdir(rootfs):
+        raise NotFound(f"rootfs does not exist: {rootfs}")
+    types = {ns.type for ns in spec.linux.namespaces}
+    if "mount" not in types:
+        raise NotSupported("config.json: linux.namespaces: a mount namespace is required")
+    if (spec.hostname or spec.domainname) and "uts" not in types:
+        raise InvalidArgument(
+            "config.json: hostname: setting a hostname needs a private uts namespace"
+        )
+    if spec.process.terminal and opts.console_socket is None and opts.console_sock is None:
+        raise InvalidArgument("process.terminal is set: --console-socket is required")
+    if spec.linux.uid_mappings and "user" not in types:
+        raise InvalidArgument("config.json: linux.uidMappings: needs a user namespace")
+    new_userns = "user" in types and not any(
+        ns.path for ns in spec.linux.namespaces if ns.type == "user"
+    )
+    if new_userns and (not spec.linux.uid_mappings or not spec.linux.gid_mappings):
+        raise InvalidArgument(
+            "config.json: linux.uidMappings: a new user namespace needs uid and gid mappings"
+        )
+    for key in spec.linux.sysctl:
+        if key.startswith("net.") and "network" not in types:
+            raise InvalidArgument(f"config.json: linux.sysctl: {key} needs a network namespace")
+    return rootfs
+
+
+def _write_id_map(pid: int, name: str, mappings: tuple[IDMapping, ...]) -> None:
+    text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
+    try:
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write(text)
+    except OSError as exc:
+        raise InvalidArgument(
+            f"config.json: linux.{'uid' if name == 'uid_map' else 'gid'}Mappings: "
+            f"invalid id mapping: {exc.strerror}"
+        ) from exc
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)
+
+
+def kill_and_reap(pid: int, start: int = 0) -> None:
+    """SIGKILL ``pid`` (if it is still the same process) and wait until it is gone."""
+    info = procfs.stat(pid)
+    if info is None or (start and info.start_time != start):
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        wait_pidfd(pidfd, pid)
+    finally:
+        os.close(pidfd)
+
+
+def wait_pidfd(pidfd: int, pid: int, timeout: float | None = 10.0) -> bool:
+    """Wait for the process behind ``pidfd`` to exit; reap it if it is our child."""
+    import select
+
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    done = bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    return done
+
+
+def create(root: str, container_id: str, opts: CreateOptions) -> ContainerRecord:
+    bundle = os.path.realpath(opts.bundle)
+    if not os.path.isdir(bundle):
+        raise NotFound(f"bundle does not exist: {opts.bundle}")
+    spec = load_spec(bundle)
+    rootfs = _check_spec(spec, bundle, opts)
+    cdir = ContainerDir(root, container_id)
+    cdir.make()
+    with contextlib.ExitStack() as undo:
+        undo.callback(cdir.remove)
+        os.mkfifo(cdir.fifo, 0o622)
+        config = spec_to_dict(spec)
+        record = ContainerRecord(
+            id=container_id,
+            bundle=bundle,
+            rootfs=rootfs,
+            created=rfc3339_now(),
+            config=config,
+            cgroups_path=spec.linux.cgroups_path or "",
+            annotations=dict(spec.annotations),
+        )
+        cdir.write(record)
+        resources = CgroupResources.from_oci(spec.linux.resources)
+        cgroup = new_manager(spec.linux.cgroups_path, container_id)
+        cgroup.create()
+        undo.callback(cgroup.destroy)
+        cgroup.apply(resources)
+        record = _launch(cdir, record, spec, cgroup, opts, undo)
+        if opts.pid_file:
+            _write_pid_file(opts.pid_file, record.pid)
+        undo.pop_all()
+    return record
+
+
+def _launch(
+    cdir: ContainerDir,
+    record: ContainerRecord,
+    spec: Spec,
+    cgroup: CgroupManager,
+    opts: CreateOptions,
+    undo: contextlib.ExitStack,
+) -> ContainerRecord:
+    fifo_fd = os.open(cdir.fifo, os.O_PATH | os.O_CLOEXEC)
+    undo.callback(os.close, fifo_fd)
+    console = opts.console_sock
+    if console is None and opts.console_socket is not None:
+        console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            console.connect(opts.console_socket)
+        except OSError as exc:
+            console.close()
+            raise NotFound(f"console socket {opts.console_socket}: {exc.strerror or exc}") from exc
+        undo.callback(console.close)
+    extra = [fifo_fd] + ([console.fileno()] if console is not None else [])
+    proc, chan = spawn_stage(
+        preserve_fds=opts.preserve_fds,
+        extra_fds=extra,
+        stdin=opts.stdin,
+        stdout=opts.stdout,
+        stderr=opts.stderr,
+    )
+    undo.callback(chan.close)
+    undo.callback(_reap_stage, proc)
+    undo.callback(lambda: kill_and_reap(record.pid, record.pid_start) if record.pid else None)
+    cgroup.join(proc.pid)
+    chan.send(
+        "bootstrap",
+        role="init",
+        config=record.config,
+        rootfs=record.rootfs,
+        bundle=record.bundle,
+        fifo_fd=fifo_fd,
+        console_fd=console.fileno() if console is not None else None,
+        preserve_fds=opts.preserve_fds,
+        cgroup_paths=cgroup.paths(),
+    )
+    deferred: list[dict[str, Any]] = []
+    ready = False
+    while not ready:
+        msg = chan.recv()
+        if msg is None:
+            raise FailedPrecondition("container init exited during setup")
+        kind = msg["type"]
+        if kind == "error":
+            raise FailedPrecondition(msg["message"])
+        if kind == "userns":
+            _write_id_map(proc.pid, "uid_map", spec.linux.uid_mappings)
+            _write_id_map(proc.pid, "gid_map", spec.linux.gid_mappings)
+            chan.send("userns-done")
+        elif kind == "pid":
+            info = procfs.stat(msg["pid"])
+            if info is None:
+                raise FailedPrecondition("container init exited during setup")
+            record.pid, record.pid_start = msg["pid"], info.start_time
+            for early in deferred:
+                ready = _from_init(early, chan, record, spec) or ready
+        elif record.pid == 0:
+            # The init can speak before its parent stage has reported its pid.
+            deferred.append(msg)
+        else:
+            ready = _from_init(msg, chan, record, spec)
+    if proc.pid != record.pid:
+        proc.wait()
+    cdir.write(record)
+    return record
+
+
+def _from_init(msg: dict[str, Any], chan: Channel, record: ContainerRecord, spec: Spec) -> bool:
+    """Answer a message from the init; True once it reports ready."""
+    if msg["type"] == "hooks":
+        state = oci_state(record, CREATING).to_dict()
+        hook_runner.run_hooks(spec.hooks.prestart, "prestart", state)
+        hook_runner.run_hooks(spec.hooks.create_runtime, "createRuntime", state)
+        chan.send("hooks-done", state=state)
+        return False
+    return bool(msg["type"] == "ready")
+
+
+def _reap_stage(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()

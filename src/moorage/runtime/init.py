@@ -1,0 +1,424 @@
+"""The code that runs in the processes that become a container.
+
+The runtime starts a fresh interpreter from a sealed memfd (``moorage.sys.sealed``)
+and talks to it over a ``moorage.runtime.sync`` channel. That process (the *stage*)
+joins or creates the namespaces; when a pid namespace is involved it forks, and
+the child becomes the container's init (``create``) or the exec'd process
+(``exec``). The stage reports the child's host pid and exits.
+
+The init then builds the rootfs, pivots into it, applies the process settings
+(rlimits, user, capabilities, no_new_privs, seccomp), reports ``ready``, blocks on
+the exec fifo until ``start`` opens it, and execs the user's program. Until that
+exec the process is non-dumpable, so nothing in the container can open its
+/proc entries; after exec nothing of the runtime is left in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+import stat
+import sys
+import traceback
+from typing import Any, NoReturn
+
+from moorage.errors import FailedPrecondition, InvalidArgument, MoorageError, NotFound
+from moorage.oci.runtime_spec import Process, Spec, parse_process, parse_spec
+from moorage.runtime import rootfs
+from moorage.runtime.hooks import run_hooks
+from moorage.runtime.sync import Channel
+from moorage.sys import caps, libc, procfs, tty
+from moorage.sys import seccomp as sc
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def main() -> NoReturn:
+    """Entry point of the sealed interpreter (see ``moorage.runtime.spawn``)."""
+    libc.prctl(libc.PR_SET_DUMPABLE, 0)
+    os.close(int(os.environ.pop("_MOOR_EXE_FD")))
+    chan = Channel(socket.socket(fileno=int(os.environ.pop("_MOOR_SYNC_FD"))))
+    os.set_inheritable(chan.fileno(), False)
+    os.environ.pop("PYTHONHOME", None)
+    _guarded(chan, _stage, chan)
+
+
+def _guarded(chan: Channel, fn: Any, *args: Any) -> NoReturn:
+    """Run ``fn``; on any failure report it to the runtime and exit. Never returns."""
+    try:
+        fn(*args)
+    except BaseException as exc:  # noqa: BLE001 - everything must reach the parent
+        kind = type(exc).__name__
+        message = str(exc) if isinstance(exc, MoorageError) else _describe(exc)
+        with contextlib.suppress(OSError):
+            chan.send("error", message=message, error_class=kind)
+        os._exit(1)
+    os._exit(0)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror.lower()}{where}"
+    if os.environ.get("MOOR_RUNTIME_DEBUG"):
+        return "".join(traceback.format_exception(exc))
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _preload() -> None:
+    """Load now what would otherwise be loaded lazily from the host's filesystem.
+
+    After pivot_root (init) or setns into the container's mount namespace (exec)
+    the host's stdlib and libraries are out of reach, and must stay so.
+    """
+    import encodings.ascii
+    import encodings.latin_1
+    import encodings.utf_8  # noqa: F401
+
+    caps.last_cap()
+    if sc.is_available():
+        sc.libseccomp_version()
+
+
+def _stage(chan: Channel) -> None:
+    _preload()
+    boot = chan.recv()
+    if boot is None:
+        raise FailedPrecondition("runtime went away before bootstrap")
+    spec = parse_spec(boot["config"])
+    if boot["role"] == "init":
+        _enter_namespaces_for_init(chan, spec)
+        _fork_if_needed(chan, spec, boot, _container_init)
+    else:
+        process = parse_process(boot["process"])
+        needs_fork = _join_container_namespaces(spec, boot["pid"])
+        _fork_if_needed(chan, spec, boot, _exec_child, force=needs_fork, process=process)
+
+
+def _enter_namespaces_for_init(chan: Channel, spec: Spec) -> None:
+    new_flags = 0
+    joins: list[tuple[int, int]] = []
+    for ns in spec.linux.namespaces:
+        flag, _ = libc.NAMESPACE_FLAGS[ns.type]
+        if ns.path:
+            try:
+                joins.append((flag, os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)))
+            except OSError as exc:
+                raise NotFound(f"namespace path for {ns.type}: {ns.path}: {exc.strerror}") from exc
+        else:
+            new_flags |= flag
+    # A joined user namespace first: the others may be owned by it.
+    for flag, fd in sorted(joins, key=lambda j: j[0] != libc.CLONE_NEWUSER):
+        try:
+            libc.setns(fd, flag)
+        except OSError as exc:
+            raise FailedPrecondition(f"joining namespace: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
+    if new_flags & libc.CLONE_NEWUSER:
+        libc.unshare(libc.CLONE_NEWUSER)
+        chan.send("userns")
+        reply = chan.recv()
+        if reply is None or reply.get("type") != "userns-done":
+            raise FailedPrecondition("runtime did not write the id mappings")
+        new_flags &= ~libc.CLONE_NEWUSER
+    if any(j[0] == libc.CLONE_NEWUSER for j in joins) or spec.linux.uid_mappings:
+        # Become the namespace's root so that mounts and setuid later are allowed.
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    if new_flags:
+        libc.unshare(new_flags)
+
+
+def _join_container_namespaces(spec: Spec, init_pid: int) -> bool:
+    """setns into every namespace of the container's init; True when a fork is needed."""
+    joins: list[tuple[int, int]] = []
+    for ns in spec.linux.namespaces:
+        flag, name = libc.NAMESPACE_FLAGS[ns.type]
+        theirs = f"/proc/{init_pid}/ns/{name}"
+        if name == "pid":
+            theirs = f"/proc/{init_pid}/ns/pid"
+        try:
+            if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                continue
+            joins.append((flag, os.open(theirs, os.O_RDONLY | os.O_CLOEXEC)))
+        except FileNotFoundError as exc:
+            raise FailedPrecondition("container's init is gone") from exc
+    fork = False
+    for flag, fd in sorted(joins, key=lambda j: j[0] != libc.CLONE_NEWUSER):
+        try:
+            libc.setns(fd, flag)
+        finally:
+            os.close(fd)
+        fork = fork or flag in (libc.CLONE_NEWPID, libc.CLONE_NEWTIME)
+        if flag == libc.CLONE_NEWUSER:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+    return fork
+
+
+def _fork_if_needed(
+    chan: Channel,
+    spec: Spec,
+    boot: dict[str, Any],
+    body: Any,
+    *,
+    force: bool = False,
+    process: Process | None = None,
+) -> None:
+    types = {ns.type for ns in spec.linux.namespaces}
+    if force or "pid" in types or "time" in types:
+        pid = os.fork()
+        if pid:
+            chan.send("pid", pid=pid)
+            return
+        _guarded(chan, body, chan, spec, boot, process)
+    chan.send("pid", pid=os.getpid())
+    body(chan, spec, boot, process)
+
+
+# --- the container's init ---------------------------------------------------
+
+
+def _container_init(chan: Channel, spec: Spec, boot: dict[str, Any], _: Process | None) -> None:
+    process = spec.process
+    if process is None:
+        raise InvalidArgument("config.json: process: missing")
+    os.setsid()
+    in_userns = any(ns.type == "user" for ns in spec.linux.namespaces)
+    cgroupns = any(ns.type == "cgroup" for ns in spec.linux.namespaces)
+    seccomp_filter = _compile_seccomp(spec)
+    rootfs.prepare(
+        spec,
+        boot["rootfs"],
+        boot["bundle"],
+        boot["cgroup_paths"],
+        in_userns=in_userns,
+        cgroupns=cgroupns,
+    )
+    state: dict[str, Any] = {}
+    hooks = spec.hooks
+    if hooks.prestart or hooks.create_runtime or hooks.create_container or hooks.start_container:
+        chan.send("hooks")
+        reply = chan.recv()
+        if reply is None or reply.get("type") != "hooks-done":
+            raise FailedPrecondition("runtime did not answer the hooks request")
+        state = reply["state"]
+        run_hooks(hooks.create_container, "createContainer", state)
+    fifo_fd = boot["fifo_fd"]
+    rootfs.pivot(boot["rootfs"])
+    if process.terminal:
+        _setup_console(boot["console_fd"], process)
+    rootfs.mask_paths(spec.linux.masked_paths)
+    rootfs.readonly_paths(spec.linux.readonly_paths)
+    if spec.root is not None and spec.root.readonly:
+        rootfs.readonly_root()
+    rootfs.write_sysctls(spec.linux.sysctl)
+    if spec.hostname:
+        socket.sethostname(spec.hostname)
+    if spec.domainname:
+        with open("/proc/sys/kernel/domainname", "w") as f:
+            f.write(spec.domainname)
+    _prepare_process(process, seccomp_filter, boot["preserve_fds"], keep=frozenset({fifo_fd}))
+    path = _find_executable(process)
+    chan.send("ready")
+    # Blocks until `start` opens the fifo for reading.
+    fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo_fd)
+    run_hooks(hooks.start_container, "startContainer", state)
+    _exec(process, path, seccomp_filter)
+
+
+# --- a process exec'd into a running container --------------------------------
+
+
+def _exec_child(chan: Channel, spec: Spec, boot: dict[str, Any], process: Process | None) -> None:
+    assert process is not None
+    if process.terminal:
+        os.setsid()
+        _setup_console(boot["console_fd"], process)
+    seccomp_filter = _compile_seccomp(spec)
+    _prepare_process(process, seccomp_filter, boot["preserve_fds"], keep=frozenset())
+    path = _find_executable(process)
+    _exec(process, path, seccomp_filter)
+
+
+# --- shared steps ---------------------------------------------------------------
+
+
+def _compile_seccomp(spec: Spec) -> sc.CompiledFilter | None:
+    s = spec.linux.seccomp
+    if s is None:
+        return None
+    rules = tuple(
+        sc.Rule(
+            names=r.names,
+            action=r.action,
+            errno_ret=r.errno_ret,
+            args=tuple(sc.ArgCondition(a.index, a.value, a.value_two, a.op) for a in r.args),
+        )
+        for r in s.syscalls
+    )
+    return sc.compile_filter(
+        sc.FilterSpec(
+            default_action=s.default_action,
+            default_errno_ret=s.default_errno_ret,
+            architectures=s.architectures,
+            flags=s.flags,
+            rules=rules,
+        )
+    )
+
+
+def _setup_console(console_fd: int | None, process: Process) -> None:
+    if console_fd is None:
+        raise InvalidArgument("process.terminal is set but no console socket was given")
+    ptmx = "/dev/pts/ptmx" if os.path.exists("/dev/pts/ptmx") else "/dev/ptmx"
+    master, slave_path = tty.open_pty(ptmx)
+    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+    if process.console_size is not None:
+        tty.set_winsize(master, process.console_size.height, process.console_size.width)
+    with socket.socket(fileno=console_fd) as sock:
+        socket.send_fds(sock, [slave_path.encode()], [master])
+    os.close(master)
+    with contextlib.suppress(OSError):
+        if not os.path.exists("/dev/console"):
+            os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        libc.mount(slave_path, "/dev/console", None, libc.MS_BIND)
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+    if slave > 2:
+        os.close(slave)
+    tty.make_controlling(0)
+
+
+def _set_rlimits(process: Process) -> None:
+    for rl in process.rlimits:
+        which = getattr(resource, rl.type, None)
+        if which is None:
+            raise InvalidArgument(f"unknown rlimit: {rl.type}")
+        try:
+            resource.setrlimit(which, (rl.soft, rl.hard))
+        except (ValueError, OSError) as exc:
+            raise FailedPrecondition(f"setrlimit {rl.type}: {exc}") from exc
+
+
+def _fix_stdio_ownership(uid: int, gid: int) -> None:
+    """Let a non-root process use its stdio, as runc does; /dev/null is left alone."""
+    null = os.stat("/dev/null").st_rdev if os.path.exists("/dev/null") else -1
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if st.st_uid == uid or (stat.S_ISCHR(st.st_mode) and st.st_rdev == null):
+            continue
+        with contextlib.suppress(OSError):
+            os.fchown(fd, uid, gid)
+
+
+def _prepare_process(
+    process: Process,
+    seccomp_filter: sc.CompiledFilter | None,
+    preserve_fds: int,
+    *,
+    keep: frozenset[int],
+) -> None:
+    if process.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(process.oom_score_adj))
+    _set_rlimits(process)
+    os.umask(process.user.umask if process.user.umask is not None else 0o022)
+    procfs.close_fds_from(3 + preserve_fds, keep=keep)
+    for fd in range(3, 3 + preserve_fds):
+        with contextlib.suppress(OSError):
+            os.set_inheritable(fd, True)
+    # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before
+    # the capabilities are dropped. With it, load it as late as possible.
+    if seccomp_filter is not None and not process.no_new_privileges:
+        seccomp_filter.load()
+    user = process.user
+    if user.uid != 0:
+        _fix_stdio_ownership(user.uid, user.gid)
+    c = process.capabilities
+    if c is not None:
+        caps.drop_bounding(_cap_mask(c.bounding))
+        caps.set_keepcaps(True)
+    try:
+        os.setgroups(list(user.additional_gids))
+    except PermissionError:
+        if user.additional_gids:
+            raise
+    os.setresgid(user.gid, user.gid, user.gid)
+    os.setresuid(user.uid, user.uid, user.uid)
+    if c is not None:
+        caps.set_keepcaps(False)
+        permitted, inheritable = _cap_mask(c.permitted), _cap_mask(c.inheritable)
+        caps.capset(_cap_mask(c.effective), permitted, inheritable)
+        # The kernel only allows ambient caps that are permitted and inheritable;
+        # runc drops the others silently, and configs in the wild rely on that.
+        caps.raise_ambient(_cap_mask(c.ambient) & permitted & inheritable)
+    if process.no_new_privileges:
+        libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+    try:
+        os.chdir(process.cwd)
+    except OSError as exc:
+        raise FailedPrecondition(f"chdir to cwd {process.cwd!r}: {exc.strerror}") from exc
+    # The working directory must be inside the container's root: a leaked host
+    # directory fd used as cwd shows up as "(unreachable)" (CVE-2024-21626).
+    if not os.getcwd().startswith("/"):
+        raise PermissionError(
+            "current working directory is outside of container mount namespace root"
+        )
+
+
+def _cap_mask(names: tuple[str, ...]) -> int:
+    """Mask of the named capabilities this kernel knows; others are ignored, as runc does."""
+    last = caps.last_cap()
+    mask = 0
+    for name in names:
+        number = caps.CAPABILITIES.get(name)
+        if number is not None and number <= last:
+            mask |= 1 << number
+    return mask
+
+
+def _env_of(process: Process) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in process.env:
+        key, sep, value = item.partition("=")
+        if sep:
+            env[key] = value
+    return env
+
+
+def _find_executable(process: Process) -> str:
+    name = process.args[0]
+    if "/" in name:
+        candidates = [name]
+    else:
+        search = _env_of(process).get("PATH", DEFAULT_PATH)
+        candidates = [os.path.join(d or ".", name) for d in search.split(":")]
+    for path in candidates:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    if "/" in name:
+        if os.path.exists(name):
+            raise PermissionError(f'exec: "{name}": permission denied')
+        raise NotFound(f'exec: "{name}": stat {name}: no such file or directory')
+    raise NotFound(f'exec: "{name}": executable file not found in $PATH')
+
+
+def _exec(process: Process, path: str, seccomp_filter: sc.CompiledFilter | None) -> NoReturn:
+    env = _env_of(process)
+    if seccomp_filter is not None and process.no_new_privileges:
+        seccomp_filter.load()
+    try:
+        os.execve(path, list(process.args), env)
+    except OSError as exc:
+        sys.stderr.write(f"moor-runtime: exec {path}: {exc.strerror}\n")
+        os._exit(127)
