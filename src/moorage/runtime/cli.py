@@ -143,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def _fail(message: str, args: argparse.Namespace) -> NoReturn:
+    if args.debug:
+        log.exception("%s", message)
     log.error("%s", message)
     if args.log:
         # A log file is for the engine that called us; a person still sees stderr.

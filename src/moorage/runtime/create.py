@@ -85,6 +85,39 @@ def _check_spec(spec: Spec, bundle: str, opts: CreateOptions) -> str:
     return rootfs
 
 
+# Device nodes every container may use whatever its config's device rules say,
+# as runc allows them: the default /dev nodes, the console, ptmx and the ptys.
+_ALLOWED_DEVICES: tuple[tuple[str, int, int | None], ...] = (
+    ("c", 1, 3),
+    ("c", 1, 5),
+    ("c", 1, 7),
+    ("c", 1, 8),
+    ("c", 1, 9),
+    ("c", 5, 0),
+    ("c", 5, 1),
+    ("c", 5, 2),
+    ("c", 136, None),
+    ("c", 10, 200),
+)
+
+
+def _with_default_devices(spec: Spec) -> dict[str, Any]:
+    resources = dict(spec.linux.resources or {})
+    rules = list(resources.get("devices") or [])
+    for kind, major, minor in _ALLOWED_DEVICES:
+        rule: dict[str, Any] = {"allow": True, "type": kind, "major": major, "access": "rwm"}
+        if minor is not None:
+            rule["minor"] = minor
+        rules.append(rule)
+    for dev in spec.linux.devices:
+        rules.append(
+            {"allow": True, "type": dev.type, "major": dev.major, "minor": dev.minor,
+             "access": "rwm"}
+        )
+    resources["devices"] = rules
+    return resources
+
+
 def _write_id_map(pid: int, name: str, mappings: tuple[IDMapping, ...]) -> None:
     text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
     try:
@@ -154,7 +187,7 @@ def create(root: str, container_id: str, opts: CreateOptions) -> ContainerRecord
             annotations=dict(spec.annotations),
         )
         cdir.write(record)
-        resources = CgroupResources.from_oci(spec.linux.resources)
+        resources = CgroupResources.from_oci(_with_default_devices(spec))
         cgroup = new_manager(spec.linux.cgroups_path, container_id)
         cgroup.create()
         undo.callback(cgroup.destroy)

@@ -59,11 +59,11 @@ def _guarded(chan: Channel, fn: Any, *args: Any) -> NoReturn:
 
 
 def _describe(exc: BaseException) -> str:
+    if os.environ.get("MOOR_RUNTIME_DEBUG"):
+        return "".join(traceback.format_exception(exc))
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror.lower()}{where}"
-    if os.environ.get("MOOR_RUNTIME_DEBUG"):
-        return "".join(traceback.format_exception(exc))
     return f"{type(exc).__name__}: {exc}"
 
 
