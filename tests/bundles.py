@@ -23,7 +23,11 @@ def busybox_binary() -> str | None:
     for path in BUSYBOX_CANDIDATES:
         if os.path.exists(path):
             out = subprocess.run(["file", "-L", path], capture_output=True, text=True)
-            if out.returncode != 0 or "statically linked" in out.stdout or "static-pie" in out.stdout:
+            if (
+                out.returncode != 0
+                or "statically linked" in out.stdout
+                or "static-pie" in out.stdout
+            ):
                 return path
     return None
 
@@ -47,9 +51,7 @@ def make_busybox_rootfs(rootfs: Path) -> Path:
         "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n"
         "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
     )
-    (rootfs / "etc" / "group").write_text(
-        "root:x:0:\ntty:x:5:\nuser:x:1000:\nnogroup:x:65534:\n"
-    )
+    (rootfs / "etc" / "group").write_text("root:x:0:\ntty:x:5:\nuser:x:1000:\nnogroup:x:65534:\n")
     (rootfs / "etc" / "hostname").write_text("busybox\n")
     os.chown(rootfs / "home" / "user", 1000, 1000)
     return rootfs

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bundles import make_bundle
 from conftest import moor_runtime
-
 from moorage.errors import MoorageError
 from moorage.runtime.create import CreateOptions, create
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bundles import make_bundle
 from conftest import moor_runtime
 
