@@ -240,39 +240,38 @@ def test_list_and_pid_file(
 
 
 def test_preserve_fds_passes_exactly_those_descriptors(
-    rt: Runtime, bundle_factory: Callable[..., Path]
+    rt: Runtime, bundle_factory: Callable[..., Path], tmp_path: Path
 ) -> None:
     bundle = bundle_factory(["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '; echo hi >&3"])
-    read_end, write_end = os.pipe()
-    try:
-        os.dup2(write_end, 3) if write_end != 3 else None
-        result = subprocess.run(
-            [
-                moor_runtime(),
-                "--root",
-                str(rt.root),
-                "run",
-                "--preserve-fds",
-                "1",
-                "--bundle",
-                str(bundle),
-                "c1",
-            ],
-            capture_output=True,
-            text=True,
-            pass_fds=(3,),
-            timeout=60,
-            check=False,
-        )
-        os.close(write_end)
-        if write_end != 3:
-            os.close(3)
-        assert result.returncode == 0, result.stderr
-        # ls itself holds one descriptor while it lists the directory.
-        assert result.stdout.split()[:4] == ["0", "1", "2", "3"]
-        assert os.read(read_end, 100) == b"hi\n"
-    finally:
-        os.close(read_end)
+    out = tmp_path / "fd3"
+    # fd 3 is opened by a shell for the runtime alone: the test process's own
+    # descriptors (pytest's capture among them) stay untouched.
+    result = subprocess.run(
+        [
+            "sh",
+            "-c",
+            f'exec 3>"{out}"; exec "$@"',
+            "sh",
+            moor_runtime(),
+            "--root",
+            str(rt.root),
+            "run",
+            "--preserve-fds",
+            "1",
+            "--bundle",
+            str(bundle),
+            "c1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    # ls itself holds one more descriptor while it lists the directory.
+    assert result.stdout.split()[:4] == ["0", "1", "2", "3"]
+    assert len(result.stdout.split()) == 5
+    assert out.read_text() == "hi\n"
 
 
 def _console_server(path: Path) -> tuple[socket.socket, list[int]]:

@@ -111,8 +111,13 @@ def _with_default_devices(spec: Spec) -> dict[str, Any]:
         rules.append(rule)
     for dev in spec.linux.devices:
         rules.append(
-            {"allow": True, "type": dev.type, "major": dev.major, "minor": dev.minor,
-             "access": "rwm"}
+            {
+                "allow": True,
+                "type": dev.type,
+                "major": dev.major,
+                "minor": dev.minor,
+                "access": "rwm",
+            }
         )
     resources["devices"] = rules
     return resources

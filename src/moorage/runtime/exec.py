@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from moorage.errors import FailedPrecondition, InvalidArgument, NotFound
-from moorage.oci.runtime_spec import parse_process
+from moorage.oci.runtime_spec import parse_process, process_to_dict
 from moorage.runtime.cgroups.manager import new_manager
 from moorage.runtime.container import ContainerDir, require
 from moorage.runtime.spawn import Stdio, spawn_stage
@@ -59,7 +59,7 @@ def exec_process(root: str, container_id: str, opts: ExecOptions) -> int:
                 "bootstrap",
                 role="exec",
                 config=record.config,
-                process=opts.process,
+                process=process_to_dict(process),
                 pid=record.pid,
                 console_fd=extra[0] if extra else None,
                 preserve_fds=opts.preserve_fds,

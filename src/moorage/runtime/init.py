@@ -17,20 +17,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import socket
 import stat
 import sys
-import traceback
-from typing import Any, NoReturn
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from moorage.errors import FailedPrecondition, InvalidArgument, MoorageError, NotFound
-from moorage.oci.runtime_spec import Process, Spec, parse_process, parse_spec
 from moorage.runtime import rootfs
-from moorage.runtime.hooks import run_hooks
 from moorage.runtime.sync import Channel
-from moorage.sys import caps, libc, procfs, tty
-from moorage.sys import seccomp as sc
+from moorage.sys import caps, libc, procfs
+
+if TYPE_CHECKING:
+    from moorage.sys.seccomp import CompiledFilter
+
+# The config and process arrive as the JSON dicts the runtime validated (see
+# moorage.oci.runtime_spec); the init reads them as they are rather than loading
+# the model classes, because every import here delays every container start.
+Config = Mapping[str, Any]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -60,6 +64,8 @@ def _guarded(chan: Channel, fn: Any, *args: Any) -> NoReturn:
 
 def _describe(exc: BaseException) -> str:
     if os.environ.get("MOOR_RUNTIME_DEBUG"):
+        import traceback
+
         return "".join(traceback.format_exception(exc))
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
@@ -76,10 +82,9 @@ def _preload() -> None:
     import encodings.ascii
     import encodings.latin_1
     import encodings.utf_8  # noqa: F401
+    import resource  # noqa: F401
 
     caps.last_cap()
-    if sc.is_available():
-        sc.libseccomp_version()
 
 
 def _stage(chan: Channel) -> None:
@@ -87,26 +92,38 @@ def _stage(chan: Channel) -> None:
     boot = chan.recv()
     if boot is None:
         raise FailedPrecondition("runtime went away before bootstrap")
-    spec = parse_spec(boot["config"])
+    config: Config = boot["config"]
+    if config.get("linux", {}).get("seccomp"):
+        from moorage.sys import seccomp
+
+        seccomp.libseccomp_version()  # loads the library while the host is in reach
+    if config.get("hooks"):
+        from moorage.runtime import hooks  # noqa: F401
+    process = config["process"] if boot["role"] == "init" else boot["process"]
+    if process.get("terminal"):
+        from moorage.sys import tty  # noqa: F401
     if boot["role"] == "init":
-        _enter_namespaces_for_init(chan, spec)
-        _fork_if_needed(chan, spec, boot, _container_init)
+        _enter_namespaces_for_init(chan, config)
+        _fork_if_needed(chan, config, boot, _container_init, process=process)
     else:
-        process = parse_process(boot["process"])
-        needs_fork = _join_container_namespaces(spec, boot["pid"])
-        _fork_if_needed(chan, spec, boot, _exec_child, force=needs_fork, process=process)
+        needs_fork = _join_container_namespaces(config, boot["pid"])
+        _fork_if_needed(chan, config, boot, _exec_child, force=needs_fork, process=boot["process"])
 
 
-def _enter_namespaces_for_init(chan: Channel, spec: Spec) -> None:
+def _namespaces(config: Config) -> list[tuple[str, str | None]]:
+    return [(ns["type"], ns.get("path")) for ns in config.get("linux", {}).get("namespaces", ())]
+
+
+def _enter_namespaces_for_init(chan: Channel, config: Config) -> None:
     new_flags = 0
     joins: list[tuple[int, int]] = []
-    for ns in spec.linux.namespaces:
-        flag, _ = libc.NAMESPACE_FLAGS[ns.type]
-        if ns.path:
+    for ns_type, path in _namespaces(config):
+        flag, _ = libc.NAMESPACE_FLAGS[ns_type]
+        if path:
             try:
-                joins.append((flag, os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)))
+                joins.append((flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
             except OSError as exc:
-                raise NotFound(f"namespace path for {ns.type}: {ns.path}: {exc.strerror}") from exc
+                raise NotFound(f"namespace path for {ns_type}: {path}: {exc.strerror}") from exc
         else:
             new_flags |= flag
     # A joined user namespace first: the others may be owned by it.
@@ -124,7 +141,7 @@ def _enter_namespaces_for_init(chan: Channel, spec: Spec) -> None:
         if reply is None or reply.get("type") != "userns-done":
             raise FailedPrecondition("runtime did not write the id mappings")
         new_flags &= ~libc.CLONE_NEWUSER
-    if any(j[0] == libc.CLONE_NEWUSER for j in joins) or spec.linux.uid_mappings:
+    if any(j[0] == libc.CLONE_NEWUSER for j in joins) or config["linux"].get("uidMappings"):
         # Become the namespace's root so that mounts and setuid later are allowed.
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
@@ -132,11 +149,11 @@ def _enter_namespaces_for_init(chan: Channel, spec: Spec) -> None:
         libc.unshare(new_flags)
 
 
-def _join_container_namespaces(spec: Spec, init_pid: int) -> bool:
+def _join_container_namespaces(config: Config, init_pid: int) -> bool:
     """setns into every namespace of the container's init; True when a fork is needed."""
     joins: list[tuple[int, int]] = []
-    for ns in spec.linux.namespaces:
-        flag, name = libc.NAMESPACE_FLAGS[ns.type]
+    for ns_type, _ in _namespaces(config):
+        flag, name = libc.NAMESPACE_FLAGS[ns_type]
         theirs = f"/proc/{init_pid}/ns/{name}"
         if name == "pid":
             theirs = f"/proc/{init_pid}/ns/pid"
@@ -161,66 +178,65 @@ def _join_container_namespaces(spec: Spec, init_pid: int) -> bool:
 
 def _fork_if_needed(
     chan: Channel,
-    spec: Spec,
+    config: Config,
     boot: dict[str, Any],
     body: Any,
     *,
+    process: Config,
     force: bool = False,
-    process: Process | None = None,
 ) -> None:
-    types = {ns.type for ns in spec.linux.namespaces}
+    types = {ns_type for ns_type, _ in _namespaces(config)}
     if force or "pid" in types or "time" in types:
         pid = os.fork()
         if pid:
             chan.send("pid", pid=pid)
             return
-        _guarded(chan, body, chan, spec, boot, process)
+        _guarded(chan, body, chan, config, boot, process)
     chan.send("pid", pid=os.getpid())
-    body(chan, spec, boot, process)
+    body(chan, config, boot, process)
 
 
 # --- the container's init ---------------------------------------------------
 
 
-def _container_init(chan: Channel, spec: Spec, boot: dict[str, Any], _: Process | None) -> None:
-    process = spec.process
-    if process is None:
-        raise InvalidArgument("config.json: process: missing")
+def _container_init(chan: Channel, config: Config, boot: dict[str, Any], process: Config) -> None:
     os.setsid()
-    in_userns = any(ns.type == "user" for ns in spec.linux.namespaces)
-    cgroupns = any(ns.type == "cgroup" for ns in spec.linux.namespaces)
-    seccomp_filter = _compile_seccomp(spec)
+    linux = config.get("linux", {})
+    types = {ns_type for ns_type, _ in _namespaces(config)}
+    seccomp_filter = _compile_seccomp(linux.get("seccomp"))
     rootfs.prepare(
-        spec,
+        config,
         boot["rootfs"],
         boot["bundle"],
         boot["cgroup_paths"],
-        in_userns=in_userns,
-        cgroupns=cgroupns,
+        in_userns="user" in types,
+        cgroupns="cgroup" in types,
     )
     state: dict[str, Any] = {}
-    hooks = spec.hooks
-    if hooks.prestart or hooks.create_runtime or hooks.create_container or hooks.start_container:
+    hooks = config.get("hooks", {})
+    if any(
+        hooks.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer")
+    ):
         chan.send("hooks")
         reply = chan.recv()
         if reply is None or reply.get("type") != "hooks-done":
             raise FailedPrecondition("runtime did not answer the hooks request")
         state = reply["state"]
-        run_hooks(hooks.create_container, "createContainer", state)
+        _run_hooks(hooks.get("createContainer"), "createContainer", state)
     fifo_fd = boot["fifo_fd"]
     rootfs.pivot(boot["rootfs"])
-    if process.terminal:
+    if process.get("terminal"):
         _setup_console(boot["console_fd"], process)
-    rootfs.mask_paths(spec.linux.masked_paths)
-    rootfs.readonly_paths(spec.linux.readonly_paths)
-    if spec.root is not None and spec.root.readonly:
+    rootfs.mask_paths(linux.get("maskedPaths", ()))
+    rootfs.readonly_paths(linux.get("readonlyPaths", ()))
+    if config.get("root", {}).get("readonly"):
         rootfs.readonly_root()
-    rootfs.write_sysctls(spec.linux.sysctl)
-    if spec.hostname:
-        socket.sethostname(spec.hostname)
-    if spec.domainname:
+    rootfs.write_sysctls(linux.get("sysctl", {}))
+    if config.get("hostname"):
+        socket.sethostname(config["hostname"])
+    if config.get("domainname"):
         with open("/proc/sys/kernel/domainname", "w") as f:
-            f.write(spec.domainname)
+            f.write(config["domainname"])
     _prepare_process(process, seccomp_filter, boot["preserve_fds"], keep=frozenset({fifo_fd}))
     path = _find_executable(process)
     chan.send("ready")
@@ -229,19 +245,25 @@ def _container_init(chan: Channel, spec: Spec, boot: dict[str, Any], _: Process 
     os.write(fd, b"0")
     os.close(fd)
     os.close(fifo_fd)
-    run_hooks(hooks.start_container, "startContainer", state)
+    _run_hooks(hooks.get("startContainer"), "startContainer", state)
     _exec(process, path, seccomp_filter)
+
+
+def _run_hooks(hooks: list[dict[str, Any]] | None, kind: str, state: dict[str, Any]) -> None:
+    if hooks:
+        from moorage.runtime.hooks import run_hook_dicts
+
+        run_hook_dicts(hooks, kind, state)
 
 
 # --- a process exec'd into a running container --------------------------------
 
 
-def _exec_child(chan: Channel, spec: Spec, boot: dict[str, Any], process: Process | None) -> None:
-    assert process is not None
-    if process.terminal:
+def _exec_child(chan: Channel, config: Config, boot: dict[str, Any], process: Config) -> None:
+    if process.get("terminal"):
         os.setsid()
         _setup_console(boot["console_fd"], process)
-    seccomp_filter = _compile_seccomp(spec)
+    seccomp_filter = _compile_seccomp(config.get("linux", {}).get("seccomp"))
     _prepare_process(process, seccomp_filter, boot["preserve_fds"], keep=frozenset())
     path = _find_executable(process)
     _exec(process, path, seccomp_filter)
@@ -250,38 +272,45 @@ def _exec_child(chan: Channel, spec: Spec, boot: dict[str, Any], process: Proces
 # --- shared steps ---------------------------------------------------------------
 
 
-def _compile_seccomp(spec: Spec) -> sc.CompiledFilter | None:
-    s = spec.linux.seccomp
-    if s is None:
+def _compile_seccomp(profile: Config | None) -> CompiledFilter | None:
+    if not profile:
         return None
+    from moorage.sys import seccomp as sc
+
     rules = tuple(
         sc.Rule(
-            names=r.names,
-            action=r.action,
-            errno_ret=r.errno_ret,
-            args=tuple(sc.ArgCondition(a.index, a.value, a.value_two, a.op) for a in r.args),
+            names=tuple(r.get("names", ())),
+            action=r["action"],
+            errno_ret=r.get("errnoRet"),
+            args=tuple(
+                sc.ArgCondition(a["index"], a["value"], a.get("valueTwo", 0), a["op"])
+                for a in r.get("args", ())
+            ),
         )
-        for r in s.syscalls
+        for r in profile.get("syscalls", ())
     )
     return sc.compile_filter(
         sc.FilterSpec(
-            default_action=s.default_action,
-            default_errno_ret=s.default_errno_ret,
-            architectures=s.architectures,
-            flags=s.flags,
+            default_action=profile["defaultAction"],
+            default_errno_ret=profile.get("defaultErrnoRet"),
+            architectures=tuple(profile.get("architectures", ())),
+            flags=tuple(profile.get("flags", ())),
             rules=rules,
         )
     )
 
 
-def _setup_console(console_fd: int | None, process: Process) -> None:
+def _setup_console(console_fd: int | None, process: Config) -> None:
+    from moorage.sys import tty
+
     if console_fd is None:
         raise InvalidArgument("process.terminal is set but no console socket was given")
     ptmx = "/dev/pts/ptmx" if os.path.exists("/dev/pts/ptmx") else "/dev/ptmx"
     master, slave_path = tty.open_pty(ptmx)
     slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
-    if process.console_size is not None:
-        tty.set_winsize(master, process.console_size.height, process.console_size.width)
+    size = process.get("consoleSize")
+    if size:
+        tty.set_winsize(master, size["height"], size["width"])
     with socket.socket(fileno=console_fd) as sock:
         socket.send_fds(sock, [slave_path.encode()], [master])
     os.close(master)
@@ -296,15 +325,17 @@ def _setup_console(console_fd: int | None, process: Process) -> None:
     tty.make_controlling(0)
 
 
-def _set_rlimits(process: Process) -> None:
-    for rl in process.rlimits:
-        which = getattr(resource, rl.type, None)
+def _set_rlimits(process: Config) -> None:
+    import resource
+
+    for rl in process.get("rlimits", ()):
+        which = getattr(resource, rl["type"], None)
         if which is None:
-            raise InvalidArgument(f"unknown rlimit: {rl.type}")
+            raise InvalidArgument(f"unknown rlimit: {rl['type']}")
         try:
-            resource.setrlimit(which, (rl.soft, rl.hard))
+            resource.setrlimit(which, (rl["soft"], rl["hard"]))
         except (ValueError, OSError) as exc:
-            raise FailedPrecondition(f"setrlimit {rl.type}: {exc}") from exc
+            raise FailedPrecondition(f"setrlimit {rl['type']}: {exc}") from exc
 
 
 def _fix_stdio_ownership(uid: int, gid: int) -> None:
@@ -322,52 +353,58 @@ def _fix_stdio_ownership(uid: int, gid: int) -> None:
 
 
 def _prepare_process(
-    process: Process,
-    seccomp_filter: sc.CompiledFilter | None,
+    process: Config,
+    seccomp_filter: CompiledFilter | None,
     preserve_fds: int,
     *,
     keep: frozenset[int],
 ) -> None:
-    if process.oom_score_adj is not None:
+    if process.get("oomScoreAdj") is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(process.oom_score_adj))
+            f.write(str(process["oomScoreAdj"]))
     _set_rlimits(process)
-    os.umask(process.user.umask if process.user.umask is not None else 0o022)
+    user = process.get("user", {})
+    uid, gid = user.get("uid", 0), user.get("gid", 0)
+    additional_gids = list(user.get("additionalGids", ()))
+    umask = user.get("umask")
+    os.umask(umask if umask is not None else 0o022)
+    no_new_privileges = bool(process.get("noNewPrivileges"))
     procfs.close_fds_from(3 + preserve_fds, keep=keep)
     for fd in range(3, 3 + preserve_fds):
         with contextlib.suppress(OSError):
             os.set_inheritable(fd, True)
     # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before
     # the capabilities are dropped. With it, load it as late as possible.
-    if seccomp_filter is not None and not process.no_new_privileges:
+    if seccomp_filter is not None and not no_new_privileges:
         seccomp_filter.load()
-    user = process.user
-    if user.uid != 0:
-        _fix_stdio_ownership(user.uid, user.gid)
-    c = process.capabilities
+    if uid != 0:
+        _fix_stdio_ownership(uid, gid)
+    c = process.get("capabilities")
     if c is not None:
-        caps.drop_bounding(_cap_mask(c.bounding))
+        caps.drop_bounding(_cap_mask(c.get("bounding", ())))
         caps.set_keepcaps(True)
     try:
-        os.setgroups(list(user.additional_gids))
+        os.setgroups(additional_gids)
     except PermissionError:
-        if user.additional_gids:
+        if additional_gids:
             raise
-    os.setresgid(user.gid, user.gid, user.gid)
-    os.setresuid(user.uid, user.uid, user.uid)
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
     if c is not None:
         caps.set_keepcaps(False)
-        permitted, inheritable = _cap_mask(c.permitted), _cap_mask(c.inheritable)
-        caps.capset(_cap_mask(c.effective), permitted, inheritable)
+        permitted = _cap_mask(c.get("permitted", ()))
+        inheritable = _cap_mask(c.get("inheritable", ()))
+        caps.capset(_cap_mask(c.get("effective", ())), permitted, inheritable)
         # The kernel only allows ambient caps that are permitted and inheritable;
         # runc drops the others silently, and configs in the wild rely on that.
-        caps.raise_ambient(_cap_mask(c.ambient) & permitted & inheritable)
-    if process.no_new_privileges:
+        caps.raise_ambient(_cap_mask(c.get("ambient", ())) & permitted & inheritable)
+    if no_new_privileges:
         libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+    cwd = process.get("cwd", "/")
     try:
-        os.chdir(process.cwd)
+        os.chdir(cwd)
     except OSError as exc:
-        raise FailedPrecondition(f"chdir to cwd {process.cwd!r}: {exc.strerror}") from exc
+        raise FailedPrecondition(f"chdir to cwd {cwd!r}: {exc.strerror}") from exc
     # The working directory must be inside the container's root: a leaked host
     # directory fd used as cwd shows up as "(unreachable)" (CVE-2024-21626).
     if not os.getcwd().startswith("/"):
@@ -376,7 +413,7 @@ def _prepare_process(
         )
 
 
-def _cap_mask(names: tuple[str, ...]) -> int:
+def _cap_mask(names: Any) -> int:
     """Mask of the named capabilities this kernel knows; others are ignored, as runc does."""
     last = caps.last_cap()
     mask = 0
@@ -387,17 +424,17 @@ def _cap_mask(names: tuple[str, ...]) -> int:
     return mask
 
 
-def _env_of(process: Process) -> dict[str, str]:
+def _env_of(process: Config) -> dict[str, str]:
     env: dict[str, str] = {}
-    for item in process.env:
+    for item in process.get("env", ()):
         key, sep, value = item.partition("=")
         if sep:
             env[key] = value
     return env
 
 
-def _find_executable(process: Process) -> str:
-    name = process.args[0]
+def _find_executable(process: Config) -> str:
+    name: str = process["args"][0]
     if "/" in name:
         candidates = [name]
     else:
@@ -413,12 +450,12 @@ def _find_executable(process: Process) -> str:
     raise NotFound(f'exec: "{name}": executable file not found in $PATH')
 
 
-def _exec(process: Process, path: str, seccomp_filter: sc.CompiledFilter | None) -> NoReturn:
+def _exec(process: Config, path: str, seccomp_filter: CompiledFilter | None) -> NoReturn:
     env = _env_of(process)
-    if seccomp_filter is not None and process.no_new_privileges:
+    if seccomp_filter is not None and process.get("noNewPrivileges"):
         seccomp_filter.load()
     try:
-        os.execve(path, list(process.args), env)
+        os.execve(path, list(process["args"]), env)
     except OSError as exc:
         sys.stderr.write(f"moor-runtime: exec {path}: {exc.strerror}\n")
         os._exit(127)

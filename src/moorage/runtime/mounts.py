@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from moorage.errors import InvalidArgument, NotSupported
 from moorage.sys import libc
@@ -70,8 +70,7 @@ REMOUNT_FLAGS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class MountOptions:
+class MountOptions(NamedTuple):
     flags: int
     propagation: tuple[int, ...]
     data: str

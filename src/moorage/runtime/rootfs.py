@@ -1,5 +1,9 @@
 """Building a container's root filesystem inside its new mount namespace.
 
+Works on the validated config.json as a plain dict (the runtime validated it
+before starting the init), so the init loads no model classes: every import
+here is paid again by every container start.
+
 Runs in the container's init, before and after pivot_root. Every mount target is
 resolved with openat2(RESOLVE_IN_ROOT) relative to the rootfs and mounted through
 its /proc/self/fd path, so a symlink planted in the image or in a volume can never
@@ -12,12 +16,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from moorage.errors import FailedPrecondition, InvalidArgument
-from moorage.oci.runtime_spec import Device, Mount, Spec
 from moorage.runtime.mounts import REMOUNT_FLAGS, MountOptions, parse_options, propagation_flag
 from moorage.sys import libc
 
@@ -125,16 +128,18 @@ def _bind_source(source: str, bundle: str) -> str:
 
 
 def _mount_one(
-    root_fd: int, m: Mount, bundle: str, cgroup_paths: Mapping[str, str], cgroupns: bool
+    root_fd: int, m: Mapping[str, Any], bundle: str, cgroup_paths: Mapping[str, str], cgroupns: bool
 ) -> None:
-    where = f"mount {m.destination}"
-    opts = parse_options(m.options, where)
-    fstype = m.type or ("bind" if opts.is_bind else None)
-    if not m.destination:
+    destination: str = m.get("destination", "")
+    where = f"mount {destination}"
+    opts = parse_options(m.get("options", ()), where)
+    fstype = m.get("type") or ("bind" if opts.is_bind else None)
+    source_field: str | None = m.get("source")
+    if not destination:
         raise InvalidArgument(f"{where}: empty destination")
     if opts.is_bind or fstype == "bind":
-        source = _bind_source(m.source or "", bundle)
-        fd = make_in_root(root_fd, m.destination, directory=os.path.isdir(source))
+        source = _bind_source(source_field or "", bundle)
+        fd = make_in_root(root_fd, destination, directory=os.path.isdir(source))
         try:
             rec = opts.flags & libc.MS_REC
             libc.mount(source, _procfd(fd), None, libc.MS_BIND | rec)
@@ -142,27 +147,31 @@ def _mount_one(
             os.close(fd)
         extra = opts.flags & REMOUNT_FLAGS
         if extra:
-            _remount(root_fd, m.destination, extra)
+            _remount(root_fd, destination, extra)
     elif fstype == "cgroup" or fstype == "cgroup2":
-        _mount_cgroup(root_fd, m, opts, cgroup_paths, cgroupns)
+        _mount_cgroup(root_fd, destination, opts, cgroup_paths, cgroupns)
     else:
-        fd = make_in_root(root_fd, m.destination, directory=True)
+        fd = make_in_root(root_fd, destination, directory=True)
         try:
             if "tmpcopyup" in opts.extensions:
-                _tmpcopyup(fd, m, opts)
+                _tmpcopyup(fd, opts)
             else:
-                libc.mount(m.source or fstype, _procfd(fd), fstype, opts.flags, opts.data or None)
+                libc.mount(
+                    source_field or fstype, _procfd(fd), fstype, opts.flags, opts.data or None
+                )
         except OSError as exc:
             raise FailedPrecondition(
                 f"{where}: mounting {fstype} failed: {os.strerror(exc.errno or 0)}"
             ) from exc
         finally:
             os.close(fd)
-    _set_propagation(root_fd, m.destination, opts)
+    _set_propagation(root_fd, destination, opts)
 
 
-def _tmpcopyup(fd: int, m: Mount, opts: MountOptions) -> None:
+def _tmpcopyup(fd: int, opts: MountOptions) -> None:
     """Mount a tmpfs that starts with a copy of what the image had at that path."""
+    import shutil
+
     staging = f"/tmp/.moor-tmpcopyup-{os.getpid()}"
     os.mkdir(staging, 0o700)
     try:
@@ -177,7 +186,7 @@ def _tmpcopyup(fd: int, m: Mount, opts: MountOptions) -> None:
 
 def _mount_cgroup(
     root_fd: int,
-    m: Mount,
+    destination: str,
     opts: MountOptions,
     cgroup_paths: Mapping[str, str],
     cgroupns: bool,
@@ -190,7 +199,7 @@ def _mount_cgroup(
     """
     flags = opts.flags & ~libc.MS_RDONLY
     if "" in cgroup_paths:  # cgroup v2 unified
-        fd = make_in_root(root_fd, m.destination, directory=True)
+        fd = make_in_root(root_fd, destination, directory=True)
         try:
             if cgroupns:
                 libc.mount("cgroup2", _procfd(fd), "cgroup2", opts.flags)
@@ -199,16 +208,16 @@ def _mount_cgroup(
         finally:
             os.close(fd)
         if not cgroupns and opts.flags & REMOUNT_FLAGS:
-            _remount(root_fd, m.destination, opts.flags & REMOUNT_FLAGS)
+            _remount(root_fd, destination, opts.flags & REMOUNT_FLAGS)
         return
-    fd = make_in_root(root_fd, m.destination, directory=True)
+    fd = make_in_root(root_fd, destination, directory=True)
     try:
         libc.mount("tmpfs", _procfd(fd), "tmpfs", flags, "mode=755")
     finally:
         os.close(fd)
     for controller, host_dir in sorted(cgroup_paths.items()):
         name = controller.removeprefix("name=")
-        dest = f"{m.destination.rstrip('/')}/{name}"
+        dest = f"{destination.rstrip('/')}/{name}"
         sub = make_in_root(root_fd, dest, directory=True)
         try:
             if cgroupns:
@@ -220,10 +229,12 @@ def _mount_cgroup(
         _remount(root_fd, dest, opts.flags & REMOUNT_FLAGS)
 
 
-def _make_device(root_fd: int, dev: Device, in_userns: bool) -> None:
+def _make_device(root_fd: int, dev: Mapping[str, Any], in_userns: bool) -> None:
     kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
-    mode = (dev.file_mode if dev.file_mode is not None else 0o666) & 0o7777
-    rel = _clean(dev.path)
+    file_mode = dev.get("fileMode")
+    mode = (file_mode if file_mode is not None else 0o666) & 0o7777
+    path: str = dev["path"]
+    rel = _clean(path)
     parent_rel = os.path.dirname(rel)
     if parent_rel:
         os.close(make_in_root(root_fd, parent_rel, directory=True))
@@ -238,13 +249,14 @@ def _make_device(root_fd: int, dev: Device, in_userns: bool) -> None:
             os.close(fd)
             target = libc.openat2(parent, name, os.O_PATH, _IN_ROOT)
             try:
-                libc.mount(dev.path, _procfd(target), None, libc.MS_BIND)
+                libc.mount(path, _procfd(target), None, libc.MS_BIND)
             finally:
                 os.close(target)
             return
-        os.mknod(name, kinds[dev.type] | mode, os.makedev(dev.major, dev.minor), dir_fd=parent)
+        rdev = os.makedev(dev.get("major", 0), dev.get("minor", 0))
+        os.mknod(name, kinds[dev["type"]] | mode, rdev, dir_fd=parent)
         os.chmod(name, mode, dir_fd=parent)  # mknod is subject to the umask
-        os.chown(name, dev.uid or 0, dev.gid or 0, dir_fd=parent)
+        os.chown(name, dev.get("uid") or 0, dev.get("gid") or 0, dir_fd=parent)
     finally:
         os.close(parent)
 
@@ -279,7 +291,7 @@ def _mount_point_of(path: str) -> str:
 
 
 def prepare(
-    spec: Spec,
+    config: Mapping[str, Any],
     rootfs: str,
     bundle: str,
     cgroup_paths: Mapping[str, str],
@@ -288,7 +300,8 @@ def prepare(
     cgroupns: bool,
 ) -> None:
     """Everything before pivot_root: propagation, the rootfs bind, mounts and /dev."""
-    prop = spec.linux.rootfs_propagation
+    linux = config.get("linux", {})
+    prop = linux.get("rootfsPropagation")
     root_prop = propagation_flag(prop) if prop else libc.MS_SLAVE | libc.MS_REC
     libc.mount(None, "/", None, root_prop)
     # pivot_root refuses a new root whose parent mount is shared.
@@ -298,21 +311,23 @@ def prepare(
     try:
         dev_is_tmpfs = False
         has_pts = False
-        for m in spec.mounts:
+        for m in config.get("mounts", ()):
             _mount_one(root_fd, m, bundle, cgroup_paths, cgroupns)
-            dest = "/" + _clean(m.destination)
+            dest = "/" + _clean(m.get("destination", ""))
             if dest == "/dev":
-                dev_is_tmpfs = m.type == "tmpfs"
+                dev_is_tmpfs = m.get("type") == "tmpfs"
             elif dest == "/dev/pts":
                 has_pts = True
         if dev_is_tmpfs:
             for path, major, minor in DEFAULT_DEVICES:
-                _make_device(root_fd, Device("c", path, major, minor, 0o666, 0, 0), in_userns)
+                device = {"type": "c", "path": path, "major": major, "minor": minor}
+                _make_device(root_fd, device, in_userns)
             _dev_symlinks(root_fd, has_pts)
-        for dev in spec.linux.devices:
+        for dev in linux.get("devices", ()):
             _make_device(root_fd, dev, in_userns)
-        if spec.process is not None and spec.process.cwd:
-            os.close(make_in_root(root_fd, spec.process.cwd, directory=True))
+        cwd = config.get("process", {}).get("cwd")
+        if cwd:
+            os.close(make_in_root(root_fd, cwd, directory=True))
     finally:
         os.close(root_fd)
 
@@ -337,7 +352,7 @@ def pivot(rootfs: str) -> None:
     os.chdir("/")
 
 
-def mask_paths(paths: tuple[str, ...]) -> None:
+def mask_paths(paths: Iterable[str]) -> None:
     for path in paths:
         try:
             if os.path.isdir(path) and not os.path.islink(path):
@@ -352,7 +367,7 @@ def mask_paths(paths: tuple[str, ...]) -> None:
             raise
 
 
-def readonly_paths(paths: tuple[str, ...]) -> None:
+def readonly_paths(paths: Iterable[str]) -> None:
     for path in paths:
         try:
             libc.mount(path, path, None, libc.MS_BIND | libc.MS_REC)

@@ -9,7 +9,6 @@ use the same ``except`` clauses for both.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from typing import Final
 
@@ -101,7 +100,8 @@ _SYS_PIVOT_ROOT: Final = 155
 _SYS_SETNS: Final = 308
 _SYS_OPENAT2: Final = 437
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# find_library would run ldconfig in a subprocess; glibc is libc.so.6 on every target.
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.mount.argtypes = (
     ctypes.c_char_p,
     ctypes.c_char_p,

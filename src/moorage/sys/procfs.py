@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["MountInfo", "ProcStat", "close_fds_from", "mountinfo", "open_fds", "stat", "status"]
 
 
-@dataclass(frozen=True, slots=True)
-class ProcStat:
+class ProcStat(NamedTuple):
     pid: int
     comm: str
     state: str
@@ -46,8 +45,7 @@ def status(pid: int | str = "self") -> dict[str, str]:
     return fields
 
 
-@dataclass(frozen=True, slots=True)
-class MountInfo:
+class MountInfo(NamedTuple):
     mount_id: int
     parent_id: int
     root: str

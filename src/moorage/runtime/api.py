@@ -1,0 +1,46 @@
+"""The runtime's in-process API: what the engine calls from a warm process.
+
+    from moorage.runtime import api
+
+    api.create(root, "web", api.CreateOptions(bundle="/path/to/bundle"))
+    api.start(root, "web")
+    api.kill(root, "web", "SIGTERM")
+    api.delete(root, "web", force=True)
+
+Same semantics and errors as the ``moor-runtime`` verbs of the same names.
+"""
+
+from __future__ import annotations
+
+from moorage.runtime.create import CreateOptions, create
+from moorage.runtime.delete import delete
+from moorage.runtime.exec import ExecOptions, exec_process
+from moorage.runtime.features import features
+from moorage.runtime.kill import kill, parse_signal
+from moorage.runtime.listing import Summary, list_containers
+from moorage.runtime.pause import pause, resume
+from moorage.runtime.ps import container_pids
+from moorage.runtime.run import become_subreaper, run, wait_child
+from moorage.runtime.start import start
+from moorage.runtime.state import state
+
+__all__ = [
+    "CreateOptions",
+    "ExecOptions",
+    "Summary",
+    "become_subreaper",
+    "container_pids",
+    "create",
+    "delete",
+    "exec_process",
+    "features",
+    "kill",
+    "list_containers",
+    "parse_signal",
+    "pause",
+    "resume",
+    "run",
+    "start",
+    "state",
+    "wait_child",
+]
