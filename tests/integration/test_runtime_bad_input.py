@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,8 @@ def _mount_points() -> set[str]:
         return {line.split()[4] for line in f}
 
 
-def _setup_processes() -> list[int]:
-    """Processes that are (or were meant to become) a container's setup stage."""
+def _setup_processes(container_id: str) -> list[int]:
+    """Setup-stage processes of ``container_id`` (labelled with it in their argv)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -36,7 +37,8 @@ def _setup_processes() -> list[int]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"moor-runtime-init" in cmdline:
+        argv = cmdline.split(b"\0")
+        if argv[0] == b"moor-runtime-init" and container_id.encode() in argv:
             found.append(int(entry))
     return found
 
@@ -163,9 +165,10 @@ def test_bad_input_fails_clearly_and_leaves_nothing(
     if (bundle / "config.json").read_text().startswith("{\n"):
         (bundle / "config.json").write_text(json.dumps(config))
     mounts_before = _mount_points()
+    cid = f"bad-{uuid.uuid4().hex[:8]}"
 
     result = subprocess.run(
-        [moor_runtime(), "--root", str(runtime_root), "run", "--bundle", str(bundle), "bad"],
+        [moor_runtime(), "--root", str(runtime_root), "run", "--bundle", str(bundle), cid],
         capture_output=True,
         text=True,
         timeout=60,
@@ -175,9 +178,9 @@ def test_bad_input_fails_clearly_and_leaves_nothing(
     assert result.returncode != 0
     assert case.expect in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
-    assert not (runtime_root / "bad").exists()
+    assert not (runtime_root / cid).exists()
     assert _mount_points() == mounts_before
-    assert _setup_processes() == []
+    assert _setup_processes(cid) == []
     for controller in CONTROLLERS:
         assert not (Path("/sys/fs/cgroup") / controller / cgroup["path"].lstrip("/")).exists()
 
@@ -202,4 +205,4 @@ def test_in_process_create_leaks_no_descriptor(
     # The sealed interpreter copy is cached once per process by design.
     new = {fd: target for fd, target in _open_fds().items() if fd not in fds_before}
     assert [t for t in new.values() if not t.startswith("/memfd:moor-runtime")] == []
-    assert _setup_processes() == []
+    assert [pid for n in range(3) for pid in _setup_processes(f"leak{n}")] == []

@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Loaded on first use: the runtime's init pays for every import before each container.
+# Loaded on first use: the runtime pays for every import before each container.
+# ``default_spec`` is not re-exported: the function shares its module's name, and
+# a lazily loaded package attribute cannot be both.
 _EXPORTS = {
     "Capabilities": "moorage.oci.runtime_spec",
     "ConsoleSize": "moorage.oci.runtime_spec",
@@ -33,7 +35,6 @@ _EXPORTS = {
     "SyscallRule": "moorage.oci.runtime_spec",
     "User": "moorage.oci.runtime_spec",
     "default_seccomp_profile": "moorage.oci.seccomp_profile",
-    "default_spec": "moorage.oci.default_spec",
     "load_process": "moorage.oci.runtime_spec",
     "load_spec": "moorage.oci.runtime_spec",
     "parse_process": "moorage.oci.runtime_spec",
@@ -65,7 +66,6 @@ __all__ = [
     "SyscallRule",
     "User",
     "default_seccomp_profile",
-    "default_spec",
     "load_process",
     "load_spec",
     "parse_process",

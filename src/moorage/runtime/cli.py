@@ -8,37 +8,36 @@ Each verb's code is imported only when that verb runs.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from moorage import __version__
 from moorage.errors import InvalidArgument, MoorageError, NotSupported
-from moorage.runtime.container import DEFAULT_ROOT
 
-log = logging.getLogger("moor-runtime")
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        import orjson
-
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
-        return orjson.dumps(
-            {"level": record.levelname.lower(), "msg": record.getMessage(), "time": stamp}
-        ).decode()
+DEFAULT_ROOT = "/run/moor-runtime"  # also moorage.runtime.container.DEFAULT_ROOT
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
+    """Logging is set up only when asked for (--log, --debug): importing it costs ~4 ms."""
+    import json
+    import logging
+    import time
+
+    class JsonFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
+            return json.dumps(
+                {"level": record.levelname.lower(), "msg": record.getMessage(), "time": stamp}
+            )
+
     level = logging.DEBUG if args.debug else logging.WARNING
     handler: logging.Handler = (
         logging.FileHandler(args.log) if args.log else logging.StreamHandler(sys.stderr)
     )
     if args.log_format == "json":
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     root = logging.getLogger()
@@ -127,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     if not args.command:
         parser.print_help(sys.stderr)
         sys.exit(2)
-    _setup_logging(args)
+    if args.log or args.debug:
+        _setup_logging(args)
     try:
         if args.systemd_cgroup:
             raise NotSupported("the systemd cgroup driver is not supported")
@@ -143,12 +143,16 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def _fail(message: str, args: argparse.Namespace) -> NoReturn:
-    if args.debug:
-        log.exception("%s", message)
-    log.error("%s", message)
-    if args.log:
-        # A log file is for the engine that called us; a person still sees stderr.
-        sys.stderr.write(f"moor-runtime: {message}\n")
+    if args.log or args.debug:
+        import logging
+
+        log = logging.getLogger("moor-runtime")
+        if args.debug:
+            log.exception("%s", message)
+        else:
+            log.error("%s", message)
+    # A log file is for the engine that called us; a person still sees stderr.
+    sys.stderr.write(f"moor-runtime: {message}\n")
     sys.exit(1)
 
 

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import orjson
+from typing import TYPE_CHECKING, Any
 
 from moorage.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
-from moorage.oci.state import State
 from moorage.sys import procfs
+
+if TYPE_CHECKING:
+    from moorage.oci.state import State
 
 DEFAULT_ROOT = "/run/moor-runtime"
 
@@ -46,23 +45,52 @@ def validate_id(container_id: str) -> None:
         raise InvalidArgument(f"invalid container id: {container_id!r}")
 
 
-@dataclass(slots=True)
 class ContainerRecord:
-    """What ``create`` writes and every later verb reads."""
+    """What ``create`` writes and every later verb reads (mutable: create fills in the pid).
 
-    id: str
-    bundle: str
-    rootfs: str
-    created: str
-    config: dict[str, Any]
-    pid: int = 0
-    pid_start: int = 0
-    cgroups_path: str = ""
-    annotations: dict[str, str] = field(default_factory=dict)
-    owner: str = "root"
+    A plain class, not a dataclass: it is defined on every container start, where
+    the dataclass machinery is measurable.
+    """
+
+    __slots__ = (
+        "annotations",
+        "bundle",
+        "cgroups_path",
+        "config",
+        "created",
+        "id",
+        "owner",
+        "pid",
+        "pid_start",
+        "rootfs",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        bundle: str,
+        rootfs: str,
+        created: str,
+        config: dict[str, Any],
+        pid: int = 0,
+        pid_start: int = 0,
+        cgroups_path: str = "",
+        annotations: dict[str, str] | None = None,
+        owner: str = "root",
+    ) -> None:
+        self.id = id
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.created = created
+        self.config = config
+        self.pid = pid
+        self.pid_start = pid_start
+        self.cgroups_path = cgroups_path
+        self.annotations = annotations if annotations is not None else {}
+        self.owner = owner
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
+        return json.dumps(
             {
                 "id": self.id,
                 "bundle": self.bundle,
@@ -74,12 +102,13 @@ class ContainerRecord:
                 "annotations": self.annotations,
                 "owner": self.owner,
                 "config": self.config,
-            }
-        )
+            },
+            separators=(",", ":"),
+        ).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> ContainerRecord:
-        data = orjson.loads(raw)
+        data = json.loads(raw)
         return cls(
             id=data["id"],
             bundle=data["bundle"],
@@ -100,37 +129,32 @@ class ContainerDir:
     def __init__(self, root: str | os.PathLike[str], container_id: str) -> None:
         validate_id(container_id)
         self.id = container_id
-        self.path = Path(root) / container_id
-
-    @property
-    def state_file(self) -> Path:
-        return self.path / "state.json"
-
-    @property
-    def fifo(self) -> Path:
-        return self.path / "exec.fifo"
+        self.root = os.fspath(root)
+        self.path = os.path.join(self.root, container_id)
+        self.state_file = os.path.join(self.path, "state.json")
+        self.fifo = os.path.join(self.path, "exec.fifo")
 
     def exists(self) -> bool:
-        return self.state_file.exists()
+        return os.path.exists(self.state_file)
 
     def make(self) -> None:
         """Create the directory; fails if the id is taken."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
         try:
-            self.path.mkdir(mode=0o711)
+            os.mkdir(self.path, 0o711)
         except FileExistsError as exc:
             raise AlreadyExists(f"container with id exists: {self.id}") from exc
 
     def remove(self) -> None:
-        for child in (self.state_file, self.fifo, self.path / "lock", self.path / "state.tmp"):
+        for name in ("state.json", "exec.fifo", "lock", "state.tmp"):
             with contextlib.suppress(FileNotFoundError):
-                child.unlink()
+                os.unlink(os.path.join(self.path, name))
         with contextlib.suppress(FileNotFoundError):
             os.rmdir(self.path)
 
     def write(self, record: ContainerRecord) -> None:
         """Crash-safe write: temporary name, fsync, rename."""
-        tmp = self.path / "state.tmp"
+        tmp = os.path.join(self.path, "state.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, record.to_json())
@@ -141,18 +165,19 @@ class ContainerDir:
 
     def read(self) -> ContainerRecord:
         try:
-            raw = self.state_file.read_bytes()
+            with open(self.state_file, "rb") as f:
+                raw = f.read()
         except FileNotFoundError as exc:
             raise NotFound(f"container does not exist: {self.id}") from exc
         try:
             return ContainerRecord.from_json(raw)
-        except (orjson.JSONDecodeError, KeyError) as exc:
+        except (ValueError, KeyError) as exc:
             raise InvalidArgument(f"corrupt state for container {self.id}: {exc}") from exc
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Serialise verbs that change this container (start vs delete, two starts...)."""
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -170,15 +195,16 @@ def init_alive(record: ContainerRecord) -> bool:
 
 def status_of(cdir: ContainerDir, record: ContainerRecord, frozen: bool = False) -> str:
     if record.pid <= 0:
-        return CREATING if cdir.fifo.exists() else STOPPED
+        return CREATING if os.path.exists(cdir.fifo) else STOPPED
     if not init_alive(record):
         return STOPPED
-    if cdir.fifo.exists():
+    if os.path.exists(cdir.fifo):
         return CREATED
     return PAUSED if frozen else RUNNING
 
 
 def oci_state(record: ContainerRecord, status: str) -> State:
+    from moorage.oci.state import State
     from moorage.oci.version import OCI_VERSION
 
     return State(

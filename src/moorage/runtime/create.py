@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -18,7 +19,6 @@ from typing import Any
 
 from moorage.errors import FailedPrecondition, InvalidArgument, NotFound, NotSupported
 from moorage.oci.runtime_spec import IDMapping, Spec, load_spec, spec_to_dict
-from moorage.runtime import hooks as hook_runner
 from moorage.runtime.cgroups.manager import CgroupManager, new_manager
 from moorage.runtime.cgroups.resources import CgroupResources
 from moorage.runtime.container import (
@@ -160,8 +160,6 @@ def kill_and_reap(pid: int, start: int = 0) -> None:
 
 def wait_pidfd(pidfd: int, pid: int, timeout: float | None = 10.0) -> bool:
     """Wait for the process behind ``pidfd`` to exit; reap it if it is our child."""
-    import select
-
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     done = bool(poller.poll(None if timeout is None else int(timeout * 1000)))
@@ -225,6 +223,7 @@ def _launch(
         undo.callback(console.close)
     extra = [fifo_fd] + ([console.fileno()] if console is not None else [])
     proc, chan = spawn_stage(
+        label=record.id,
         preserve_fds=opts.preserve_fds,
         extra_fds=extra,
         stdin=opts.stdin,
@@ -280,6 +279,8 @@ def _launch(
 def _from_init(msg: dict[str, Any], chan: Channel, record: ContainerRecord, spec: Spec) -> bool:
     """Answer a message from the init; True once it reports ready."""
     if msg["type"] == "hooks":
+        from moorage.runtime import hooks as hook_runner
+
         state = oci_state(record, CREATING).to_dict()
         hook_runner.run_hooks(spec.hooks.prestart, "prestart", state)
         hook_runner.run_hooks(spec.hooks.create_runtime, "createRuntime", state)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import os
 import sys
 import time
 from typing import Any
@@ -25,12 +25,12 @@ def events(root: str, container_id: str, *, stats: bool, interval: float) -> int
     record = ContainerDir(root, container_id).read()  # NotFound for an unknown id
     cgroup = new_manager(record.cgroups_path or None, container_id)
     if stats:
-        _emit("stats", container_id, dataclasses.asdict(cgroup.stats()))
+        _emit("stats", container_id, cgroup.stats()._asdict())
         return 0
     # Nothing of the user's has run in a created container: count from zero, so that
     # a kill right after `start` is reported even if we read the counter late.
     cdir = ContainerDir(root, container_id)
-    seen = 0 if cdir.fifo.exists() else cgroup.oom_kill_count()
+    seen = 0 if os.path.exists(cdir.fifo) else cgroup.oom_kill_count()
     # Polling the counter is simple and survives the cgroup version; the interval
     # bounds how late an OOM kill is reported.
     while init_alive(record):

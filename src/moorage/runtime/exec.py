@@ -46,6 +46,7 @@ def exec_process(root: str, container_id: str, opts: ExecOptions) -> int:
                 raise NotFound(f"console socket {opts.console_socket}: {exc.strerror}") from exc
         extra = [console.fileno()] if process.terminal and console is not None else []
         proc, chan = spawn_stage(
+            label=container_id,
             preserve_fds=opts.preserve_fds,
             extra_fds=extra,
             stdin=opts.stdin,

@@ -102,6 +102,8 @@ def _stage(chan: Channel) -> None:
     process = config["process"] if boot["role"] == "init" else boot["process"]
     if process.get("terminal"):
         from moorage.sys import tty  # noqa: F401
+    from moorage.sys import netdev  # noqa: F401
+
     if boot["role"] == "init":
         _enter_namespaces_for_init(chan, config)
         _fork_if_needed(chan, config, boot, _container_init, process=process)
@@ -204,6 +206,10 @@ def _container_init(chan: Channel, config: Config, boot: dict[str, Any], process
     linux = config.get("linux", {})
     types = {ns_type for ns_type, _ in _namespaces(config)}
     seccomp_filter = _compile_seccomp(linux.get("seccomp"))
+    if any(t == "network" and not path for t, path in _namespaces(config)):
+        from moorage.sys import netdev
+
+        netdev.link_up("lo")  # as runc does: 127.0.0.1 works in every new netns
     rootfs.prepare(
         config,
         boot["rootfs"],
@@ -239,6 +245,7 @@ def _container_init(chan: Channel, config: Config, boot: dict[str, Any], process
             f.write(config["domainname"])
     _prepare_process(process, seccomp_filter, boot["preserve_fds"], keep=frozenset({fifo_fd}))
     path = _find_executable(process)
+    env = _env_of(process)
     chan.send("ready")
     # Blocks until `start` opens the fifo for reading.
     fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
@@ -246,7 +253,7 @@ def _container_init(chan: Channel, config: Config, boot: dict[str, Any], process
     os.close(fd)
     os.close(fifo_fd)
     _run_hooks(hooks.get("startContainer"), "startContainer", state)
-    _exec(process, path, seccomp_filter)
+    _exec(process, path, env, seccomp_filter)
 
 
 def _run_hooks(hooks: list[dict[str, Any]] | None, kind: str, state: dict[str, Any]) -> None:
@@ -266,7 +273,7 @@ def _exec_child(chan: Channel, config: Config, boot: dict[str, Any], process: Co
     seccomp_filter = _compile_seccomp(config.get("linux", {}).get("seccomp"))
     _prepare_process(process, seccomp_filter, boot["preserve_fds"], keep=frozenset())
     path = _find_executable(process)
-    _exec(process, path, seccomp_filter)
+    _exec(process, path, _env_of(process), seccomp_filter)
 
 
 # --- shared steps ---------------------------------------------------------------
@@ -425,12 +432,27 @@ def _cap_mask(names: Any) -> int:
 
 
 def _env_of(process: Config) -> dict[str, str]:
+    """The process's environment; HOME from the container's passwd when unset, as runc does."""
     env: dict[str, str] = {}
     for item in process.get("env", ()):
         key, sep, value = item.partition("=")
         if sep:
             env[key] = value
+    if "HOME" not in env:
+        env["HOME"] = _home_of(process.get("user", {}).get("uid", 0))
     return env
+
+
+def _home_of(uid: int) -> str:
+    try:
+        with open("/etc/passwd", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid):
+                    return fields[5] or "/"
+    except OSError:
+        pass
+    return "/"
 
 
 def _find_executable(process: Config) -> str:
@@ -450,8 +472,9 @@ def _find_executable(process: Config) -> str:
     raise NotFound(f'exec: "{name}": executable file not found in $PATH')
 
 
-def _exec(process: Config, path: str, seccomp_filter: CompiledFilter | None) -> NoReturn:
-    env = _env_of(process)
+def _exec(
+    process: Config, path: str, env: dict[str, str], seccomp_filter: CompiledFilter | None
+) -> NoReturn:
     if seccomp_filter is not None and process.get("noNewPrivileges"):
         seccomp_filter.load()
     try:

@@ -24,6 +24,7 @@ Stdio = int | IO[bytes] | None
 
 def spawn_stage(
     *,
+    label: str = "",
     preserve_fds: int = 0,
     extra_fds: Iterable[int] = (),
     stdin: Stdio = None,
@@ -45,7 +46,8 @@ def spawn_stage(
     pass_fds = (exe, child.fileno(), *range(3, 3 + preserve_fds), *extra_fds)
     try:
         proc = subprocess.Popen(
-            ["moor-runtime-init", "-S", "-s", "-B", "-c", _BOOT.format(paths=paths)],
+            # The label (the container id) shows in ps as the script argument.
+            ["moor-runtime-init", "-S", "-s", "-B", "-c", _BOOT.format(paths=paths), label],
             executable=f"/proc/self/fd/{exe}",
             pass_fds=pass_fds,
             env=env,

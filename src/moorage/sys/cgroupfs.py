@@ -28,8 +28,8 @@ import errno
 import os
 import signal
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from types import MappingProxyType
+from typing import Literal, NamedTuple
 
 from moorage.errors import (
     FailedPrecondition,
@@ -76,8 +76,7 @@ _V1_NON_CONTROLLER_OPTIONS = frozenset(
 _REJECTED_VALUE = frozenset({errno.EINVAL, errno.EBUSY, errno.ERANGE, errno.EOVERFLOW})
 
 
-@dataclass(frozen=True, slots=True)
-class CgroupMount:
+class CgroupMount(NamedTuple):
     """One mounted cgroup hierarchy."""
 
     mountpoint: str  # host path, with the CgroupFS root prefix applied
@@ -86,11 +85,10 @@ class CgroupMount:
     controllers: tuple[str, ...] = ()  # v1 only: ("cpu", "cpuacct"), ("name=systemd")
 
 
-@dataclass(frozen=True, slots=True)
-class CgroupMounts:
+class CgroupMounts(NamedTuple):
     """Every cgroup hierarchy a process sees: v1 by controller, and the v2 mount."""
 
-    v1: Mapping[str, CgroupMount] = field(default_factory=dict)  # controller -> mount
+    v1: Mapping[str, CgroupMount] = MappingProxyType({})  # controller -> mount
     v2: CgroupMount | None = None
 
     @property
@@ -105,8 +103,7 @@ class CgroupMounts:
         raise FailedPrecondition("no cgroup hierarchy is mounted")
 
 
-@dataclass(frozen=True, slots=True)
-class ProcCgroup:
+class ProcCgroup(NamedTuple):
     """One line of /proc/<pid>/cgroup: ``hierarchy-id:controllers:path``."""
 
     hierarchy_id: int  # 0 for the v2 hierarchy

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from moorage.oci import DOCKER_DEFAULT_CAPABILITIES, OCI_VERSION, default_spec, parse_spec
+from moorage.oci import DOCKER_DEFAULT_CAPABILITIES, OCI_VERSION, parse_spec
+from moorage.oci.default_spec import default_spec
 
 
 def test_default_spec_is_valid() -> None:

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from moorage.oci import default_seccomp_profile, default_spec, parse_spec
+from moorage.oci import default_seccomp_profile, parse_spec
+from moorage.oci.default_spec import default_spec
 from moorage.oci.seccomp_profile import (
     ALLOWED_SYSCALLS,
     BLOCKED_SYSCALLS,

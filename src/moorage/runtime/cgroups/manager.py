@@ -27,7 +27,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from moorage.errors import (
     Conflict,
@@ -57,8 +57,7 @@ DEFAULT_TIMEOUT = 5.0
 UNLIMITED_THRESHOLD = 1 << 62
 
 
-@dataclass(frozen=True, slots=True)
-class CgroupStats:
+class CgroupStats(NamedTuple):
     """A snapshot of a cgroup's usage; None where the kernel does not offer the number.
 
     ``memory_limit`` and ``pids_limit`` are None also when there is no limit.
@@ -160,8 +159,7 @@ class CgroupManager(abc.ABC):
         """Current usage: memory, cpu time, process count; whatever the kernel offers."""
 
 
-@dataclass(frozen=True, slots=True)
-class HierarchyDir:
+class HierarchyDir(NamedTuple):
     """A cgroup in one mounted hierarchy: ``mountpoint`` + ``cgroup`` is its directory."""
 
     mountpoint: str  # host path of the hierarchy's mount

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from moorage.errors import InvalidArgument
 
@@ -54,8 +55,10 @@ _IGNORED: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryResources:
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+class MemoryResources(NamedTuple):
     """Memory limits in bytes; ``-1`` is unlimited for limit, reservation and swap.
 
     ``swap`` is the OCI (and cgroup v1) memory+swap total, not swap alone, so it may not
@@ -68,9 +71,10 @@ class MemoryResources:
     swappiness: int | None = None  # 0..100
     disable_oom_killer: bool | None = None
 
-    def __post_init__(self) -> None:
+    def check(self) -> MemoryResources:
+        """The record itself, once its limit and swap are known to agree."""
         if self.limit is None or self.swap is None or self.swap == -1:
-            return
+            return self
         if self.limit == -1:
             raise InvalidArgument(
                 f"{_ROOT}.memory.swap ({self.swap}) must be -1 when "
@@ -81,13 +85,13 @@ class MemoryResources:
                 f"{_ROOT}.memory.swap ({self.swap}) must not be below "
                 f"{_ROOT}.memory.limit ({self.limit}): it is memory plus swap"
             )
+        return self
 
     def is_empty(self) -> bool:
         return self == MemoryResources()
 
 
-@dataclass(frozen=True, slots=True)
-class CpuResources:
+class CpuResources(NamedTuple):
     """CPU settings: ``quota`` and ``period`` in microseconds, ``quota=-1`` is unlimited."""
 
     shares: int | None = None
@@ -104,13 +108,11 @@ class CpuResources:
         return self.cpus is not None or self.mems is not None
 
 
-@dataclass(frozen=True, slots=True)
-class PidsResources:
+class PidsResources(NamedTuple):
     limit: int  # -1 or 0: unlimited
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceRule:
+class DeviceRule(NamedTuple):
     """One device cgroup rule; ``major``/``minor`` None is the ``*`` wildcard."""
 
     allow: bool
@@ -128,19 +130,16 @@ class DeviceRule:
         return f"{self.type} {major}:{minor} {self.access}"
 
 
-@dataclass(frozen=True, slots=True)
-class BlockIOResources:
+class BlockIOResources(NamedTuple):
     weight: int | None = None  # 10..1000, the cgroup v1 blkio.weight scale
 
 
-@dataclass(frozen=True, slots=True)
-class HugepageLimit:
+class HugepageLimit(NamedTuple):
     page_size: str  # as the kernel names it in file names: "2MB", "1GB", "64KB"
     limit: int  # bytes
 
 
-@dataclass(frozen=True, slots=True)
-class CgroupResources:
+class CgroupResources(NamedTuple):
     """Everything Moorage applies of OCI ``linux.resources``; the empty value applies nothing.
 
     Example::
@@ -156,7 +155,7 @@ class CgroupResources:
     devices: tuple[DeviceRule, ...] = ()
     block_io: BlockIOResources | None = None
     hugepage_limits: tuple[HugepageLimit, ...] = ()
-    unified: dict[str, str] = field(default_factory=dict)  # cgroup v2 file name -> value
+    unified: Mapping[str, str] = _EMPTY  # cgroup v2 file name -> value
 
     @classmethod
     def from_oci(cls, data: dict[str, Any] | None) -> CgroupResources:
@@ -270,7 +269,7 @@ def _memory(value: object) -> MemoryResources | None:
         swap=_limit(obj, "swap", name),
         swappiness=swappiness,
         disable_oom_killer=_bool(obj, "disableOOMKiller", name),
-    )
+    ).check()
 
 
 def _cpu(value: object) -> CpuResources | None:
