@@ -198,7 +198,7 @@ def _mount_cgroup(
     with a cgroup namespace, else a bind mount of the host directory).
     """
     flags = opts.flags & ~libc.MS_RDONLY
-    if "" in cgroup_paths:  # cgroup v2 unified
+    if set(cgroup_paths) == {""}:  # pure cgroup v2
         fd = make_in_root(root_fd, destination, directory=True)
         try:
             if cgroupns:
@@ -216,6 +216,8 @@ def _mount_cgroup(
     finally:
         os.close(fd)
     for controller, host_dir in sorted(cgroup_paths.items()):
+        if not controller:
+            continue  # hybrid: like runc, show the v1 hierarchies only
         name = controller.removeprefix("name=")
         dest = f"{destination.rstrip('/')}/{name}"
         sub = make_in_root(root_fd, dest, directory=True)
