@@ -26,8 +26,6 @@ Every problem is an :class:`InvalidArgument` naming the source and the JSON path
 ``spec_to_dict`` is the inverse of ``parse_spec``: ``parse_spec(spec_to_dict(s)) == s``.
 """
 
-from __future__ import annotations
-
 import copy
 import json
 import os
@@ -335,12 +333,12 @@ class _At(NamedTuple):
     source: str
     path: str
 
-    def member(self, key: str) -> _At:
+    def member(self, key: str) -> "_At":
         if _IDENTIFIER.fullmatch(key):
             return _At(self.source, f"{self.path}.{key}" if self.path else key)
         return _At(self.source, f"{self.path}[{_quote(key)}]")
 
-    def item(self, index: int) -> _At:
+    def item(self, index: int) -> "_At":
         return _At(self.source, f"{self.path}[{index}]")
 
     def fail(self, problem: str) -> InvalidArgument:
@@ -436,14 +434,14 @@ class _Obj:
             return {}
         return {k: _as_str(v, child.member(k)) for k, v in child.data.items()}
 
-    def child(self, key: str) -> _Obj | None:
+    def child(self, key: str) -> "_Obj | None":
         value = self.data.get(key)
         return None if value is None else _Obj(value, self.member(key))
 
-    def required_child(self, key: str) -> _Obj:
+    def required_child(self, key: str) -> "_Obj":
         return _Obj(self.required(key), self.member(key))
 
-    def children(self, key: str) -> list[_Obj]:
+    def children(self, key: str) -> "list[_Obj]":
         return [_Obj(item, at) for item, at in self.items(key)]
 
 

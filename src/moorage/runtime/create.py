@@ -14,8 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from moorage.errors import FailedPrecondition, InvalidArgument, NotFound, NotSupported
 from moorage.oci.runtime_spec import IDMapping, Spec, load_spec, spec_to_dict
@@ -32,8 +31,7 @@ from moorage.runtime.sync import Channel
 from moorage.sys import procfs
 
 
-@dataclass(frozen=True, slots=True)
-class CreateOptions:
+class CreateOptions(NamedTuple):
     bundle: str
     pid_file: str | None = None
     console_socket: str | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import signal
 
-from moorage.oci.runtime_spec import parse_spec
 from moorage.runtime.cgroups.manager import new_manager
 from moorage.runtime.container import (
     CREATED,
@@ -16,7 +15,6 @@ from moorage.runtime.container import (
     status_of,
 )
 from moorage.runtime.create import kill_and_reap
-from moorage.runtime.hooks import run_hooks_warn
 
 
 def delete(root: str, container_id: str, force: bool = False) -> None:
@@ -35,11 +33,13 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
         if cgroup.exists():
             cgroup.kill_all(signal.SIGKILL)
             cgroup.destroy()
-        state = oci_state(record, STOPPED).to_dict()
+        state = oci_state(record, STOPPED).to_dict() if record.config.get("hooks") else {}
         cdir.remove()
-    spec = parse_spec(record.config)
-    if spec.hooks.poststop:
-        run_hooks_warn(spec.hooks.poststop, "poststop", state)
+    poststop = record.config.get("hooks", {}).get("poststop")
+    if poststop:
+        from moorage.runtime.hooks import run_hook_dicts_warn
+
+        run_hook_dicts_warn(poststop, "poststop", state)
 
 
 def _frozen(cgroup: object) -> bool:

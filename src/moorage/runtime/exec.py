@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from moorage.errors import FailedPrecondition, InvalidArgument, NotFound
 from moorage.oci.runtime_spec import parse_process, process_to_dict
@@ -16,8 +15,7 @@ from moorage.runtime.spawn import Stdio, spawn_stage
 from moorage.runtime.state import current_status
 
 
-@dataclass(frozen=True, slots=True)
-class ExecOptions:
+class ExecOptions(NamedTuple):
     process: dict[str, Any]
     pid_file: str | None = None
     console_socket: str | None = None

@@ -78,3 +78,12 @@ def run_hooks_warn(hooks: Sequence[Hook], kind: str, state: dict[str, Any]) -> N
             run_hooks((hook,), kind, state)
         except FailedPrecondition as exc:
             log.warning("%s", exc)
+
+
+def run_hook_dicts_warn(hooks: Sequence[dict[str, Any]], kind: str, state: dict[str, Any]) -> None:
+    """run_hook_dicts, but a failure is a warning (poststart, poststop)."""
+    for hook in hooks:
+        try:
+            run_hook_dicts((hook,), kind, state)
+        except FailedPrecondition as exc:
+            log.warning("%s", exc)

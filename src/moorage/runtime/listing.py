@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from moorage.errors import MoorageError
 from moorage.runtime.container import ContainerDir
 from moorage.runtime.state import current_status
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
+class Summary(NamedTuple):
     id: str
     pid: int
     status: str

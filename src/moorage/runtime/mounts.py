@@ -1,7 +1,5 @@
 """Mount options as data: parse an OCI mount's option list into what mount(2) takes."""
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 from moorage.errors import InvalidArgument, NotSupported

@@ -10,7 +10,6 @@ itself and copies between it and its own stdio, as ``runc run`` does.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import signal
 import socket
@@ -71,7 +70,7 @@ def run(root: str, container_id: str, opts: CreateOptions, detach: bool = False)
     ours: socket.socket | None = None
     if wants_tty and opts.console_socket is None and not detach:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        opts = dataclasses.replace(opts, console_sock=theirs)
+        opts = opts._replace(console_sock=theirs)
     try:
         record = create(root, container_id, opts)
     finally:

@@ -7,9 +7,7 @@ import os
 import select
 
 from moorage.errors import FailedPrecondition
-from moorage.oci.runtime_spec import parse_spec
 from moorage.runtime.container import RUNNING, ContainerDir, oci_state, require, status_of
-from moorage.runtime.hooks import run_hooks_warn
 
 
 def start(root: str, container_id: str) -> None:
@@ -38,6 +36,8 @@ def start(root: str, container_id: str) -> None:
             os.close(pidfd)
             os.close(fifo)
         os.unlink(cdir.fifo)
-    spec = parse_spec(record.config)
-    if spec.hooks.poststart:
-        run_hooks_warn(spec.hooks.poststart, "poststart", oci_state(record, RUNNING).to_dict())
+    poststart = record.config.get("hooks", {}).get("poststart")
+    if poststart:
+        from moorage.runtime.hooks import run_hook_dicts_warn
+
+        run_hook_dicts_warn(poststart, "poststart", oci_state(record, RUNNING).to_dict())

@@ -23,14 +23,11 @@ Kernel errors become :class:`~moorage.errors.FailedPrecondition` naming the call
 ``capset: operation not permitted``.
 """
 
-from __future__ import annotations
-
 import ctypes
 import functools
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from moorage.errors import FailedPrecondition, InvalidArgument
 
@@ -128,8 +125,7 @@ class _CapData(ctypes.Structure):
 _CapDataPair = _CapData * 2
 
 
-@dataclass(frozen=True, slots=True)
-class CapSets:
+class CapSets(NamedTuple):
     """A thread's effective, permitted and inheritable sets as 64-bit masks."""
 
     effective: int

@@ -22,8 +22,6 @@ rejected value (EINVAL, EBUSY, ERANGE) is ``InvalidArgument``
 EACCES/EPERM is ``PermissionDenied`` and anything else is ``FailedPrecondition``.
 """
 
-from __future__ import annotations
-
 import errno
 import os
 import signal

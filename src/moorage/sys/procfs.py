@@ -1,7 +1,5 @@
 """Reading /proc: process stat and status, mount tables, open descriptors."""
 
-from __future__ import annotations
-
 import os
 from typing import NamedTuple
 

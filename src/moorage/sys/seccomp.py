@@ -40,16 +40,13 @@ Errors libseccomp returns (negative errno values) become
 syscall: ``seccomp_rule_add: syscall "clone": invalid argument``.
 """
 
-from __future__ import annotations
-
 import ctypes
 import errno
 import os
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final, Self
+from typing import Any, Final, NamedTuple, Self
 
 from moorage.errors import FailedPrecondition, InvalidArgument, NotSupported
 
@@ -72,22 +69,20 @@ _MAX_U64: Final = (1 << 64) - 1
 _MAX_RET_DATA: Final = 0xFFFF  # the action's 16-bit data field (errno or trace message)
 
 
-@dataclass(frozen=True, slots=True)
-class ArgCondition:
+class ArgCondition(NamedTuple):
     """A comparison of syscall argument ``index`` (0-5), as in OCI ``args``.
 
     For ``SCMP_CMP_MASKED_EQ``, ``value`` is the mask and ``value_two`` the value the
     masked argument must equal; the other operators compare against ``value`` alone.
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # the OCI name; shadows tuple.index
     value: int
     value_two: int
     op: str
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(NamedTuple):
     """One OCI ``syscalls`` entry: the action for the named syscalls when ``args`` match."""
 
     names: tuple[str, ...]
@@ -96,8 +91,7 @@ class Rule:
     args: tuple[ArgCondition, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class FilterSpec:
+class FilterSpec(NamedTuple):
     """An OCI ``linux.seccomp`` object.
 
     ``architectures`` are added to the native one, which is always in the filter.

@@ -20,8 +20,6 @@ also keeps a directory in the unified hierarchy (``paths()[""]``) for the proces
 ``unified`` settings and any controller only v2 has (hugetlb on some machines).
 """
 
-from __future__ import annotations
-
 import abc
 import logging
 import signal

@@ -14,8 +14,6 @@ unified. Other known settings (blockIO throttling, cpu realtime, rdma, network) 
 as ignored; unknown keys are ignored, as the spec requires.
 """
 
-from __future__ import annotations
-
 import logging
 import re
 from collections.abc import Mapping
@@ -71,7 +69,7 @@ class MemoryResources(NamedTuple):
     swappiness: int | None = None  # 0..100
     disable_oom_killer: bool | None = None
 
-    def check(self) -> MemoryResources:
+    def check(self) -> "MemoryResources":
         """The record itself, once its limit and swap are known to agree."""
         if self.limit is None or self.swap is None or self.swap == -1:
             return self
@@ -158,7 +156,7 @@ class CgroupResources(NamedTuple):
     unified: Mapping[str, str] = _EMPTY  # cgroup v2 file name -> value
 
     @classmethod
-    def from_oci(cls, data: dict[str, Any] | None) -> CgroupResources:
+    def from_oci(cls, data: dict[str, Any] | None) -> "CgroupResources":
         """Convert and validate the ``linux.resources`` object of a config.json.
 
         Raises InvalidArgument naming the offending field, e.g.
