@@ -49,6 +49,8 @@ def _cli(binary: str, root: Path, bundle: Path) -> Callable[[str], None]:
 
 
 def _in_process(root: Path, bundle: Path) -> Callable[[str], None]:
+    # As the engine will: one warm zygote for the process, then a fork per container.
+    runtime.start_zygote()
     opts = runtime.CreateOptions(bundle=str(bundle), stdout=subprocess.DEVNULL)
 
     def run(cid: str) -> None:

@@ -7,7 +7,9 @@
     api.kill(root, "web", "SIGTERM")
     api.delete(root, "web", force=True)
 
-Same semantics and errors as the ``moor-runtime`` verbs of the same names.
+Same semantics and errors as the ``moor-runtime`` verbs of the same names. A
+long-running caller should call ``start_zygote()`` once: every later create and
+exec then forks a warm stage instead of starting an interpreter.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from moorage.runtime.listing import Summary, list_containers
 from moorage.runtime.pause import pause, resume
 from moorage.runtime.ps import container_pids
 from moorage.runtime.run import become_subreaper, run, wait_child
+from moorage.runtime.spawn import start_zygote, stop_zygote
 from moorage.runtime.start import start
 from moorage.runtime.state import state
 
@@ -41,6 +44,8 @@ __all__ = [
     "resume",
     "run",
     "start",
+    "start_zygote",
     "state",
+    "stop_zygote",
     "wait_child",
 ]

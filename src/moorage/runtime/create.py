@@ -12,7 +12,6 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import time
 from typing import Any, NamedTuple
 
@@ -26,7 +25,7 @@ from moorage.runtime.container import (
     ContainerRecord,
     oci_state,
 )
-from moorage.runtime.spawn import Stdio, spawn_stage
+from moorage.runtime.spawn import Stage, Stdio, spawn_stage
 from moorage.runtime.sync import Channel
 from moorage.sys import procfs
 
@@ -287,7 +286,7 @@ def _from_init(msg: dict[str, Any], chan: Channel, record: ContainerRecord, spec
     return bool(msg["type"] == "ready")
 
 
-def _reap_stage(proc: subprocess.Popen[bytes]) -> None:
+def _reap_stage(proc: Stage) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

@@ -16,6 +16,7 @@ exec the process is non-dumpable, so nothing in the container can open its
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import stat
@@ -39,14 +40,97 @@ Config = Mapping[str, Any]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+_TRACE = bool(os.environ.get("MOOR_RUNTIME_TRACE"))
+
+
+def _trace(what: str) -> None:
+    """With MOOR_RUNTIME_TRACE set, timestamps of the setup steps go to stderr."""
+    if _TRACE:
+        import time
+
+        os.write(2, f"[moor-runtime {os.getpid()} {time.monotonic():.4f}] {what}\n".encode())
+
+
+# A stage forked by the zygote always forks the container's process, so that the
+# process is never the zygote's child: it then reparents to the runtime's caller
+# (a subreaper), which collects its exit status.
+_always_fork = False
+
+
 def main() -> NoReturn:
     """Entry point of the sealed interpreter (see ``moorage.runtime.spawn``)."""
     libc.prctl(libc.PR_SET_DUMPABLE, 0)
     os.close(int(os.environ.pop("_MOOR_EXE_FD")))
+    os.environ.pop("PYTHONHOME", None)
+    zygote_fd = os.environ.pop("_MOOR_ZYGOTE_FD", None)
+    if zygote_fd is not None:
+        _zygote(socket.socket(fileno=int(zygote_fd)))
     chan = Channel(socket.socket(fileno=int(os.environ.pop("_MOOR_SYNC_FD"))))
     os.set_inheritable(chan.fileno(), False)
-    os.environ.pop("PYTHONHOME", None)
     _guarded(chan, _stage, chan)
+
+
+def _zygote(control: socket.socket) -> NoReturn:
+    """Serve stage forks to one runtime caller until it closes the control socket.
+
+    Each request carries, as SCM_RIGHTS, the stage's sync socket, its stdio and
+    the descriptors it must find at given numbers; the reply is the stage's pid.
+    Forking this warm, already-imported interpreter replaces a fresh interpreter
+    start per container: the in-process API's whole advantage over the CLI.
+    """
+    import signal
+
+    global _always_fork
+    _preload()
+    from moorage.runtime import hooks  # noqa: F401
+    from moorage.sys import netdev, seccomp, tty  # noqa: F401
+
+    seccomp.libseccomp_version()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # stages are reaped by the kernel
+    os.set_inheritable(control.fileno(), False)
+    while True:
+        try:
+            raw, fds, _, _ = socket.recv_fds(control, 65536, 512)
+        except OSError:
+            os._exit(0)
+        if not raw:
+            os._exit(0)
+        request = json.loads(raw)
+        _trace("zygote request")
+        pid = os.fork()
+        if pid == 0:
+            _trace("zygote child")
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            control.close()
+            chan = Channel(socket.socket(fileno=_place_fds(fds, request["targets"])))
+            _always_fork = True
+            _guarded(chan, _stage, chan)
+        for fd in fds:
+            os.close(fd)
+        control.send(json.dumps({"pid": pid}).encode())
+
+
+def _place_fds(fds: list[int], targets: list[int]) -> int:
+    """Move received descriptors to the numbers the stage expects; return the sync fd.
+
+    ``fds[0]`` is the sync socket (any number); ``fds[i]`` goes to ``targets[i-1]``.
+    Everything else this forked child holds is closed.
+    """
+    import fcntl
+
+    floor = max([*targets, 2]) + 1  # copies above every target number first
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in fds]
+    keep = set(moved)
+    for entry in os.listdir("/proc/self/fd"):
+        n = int(entry)
+        if n not in keep:
+            with contextlib.suppress(OSError):
+                os.close(n)
+    for src, target in zip(moved[1:], targets, strict=True):
+        os.dup2(src, target)  # dup2 leaves the target inheritable
+        os.close(src)
+    os.set_inheritable(moved[0], False)
+    return moved[0]
 
 
 def _guarded(chan: Channel, fn: Any, *args: Any) -> NoReturn:
@@ -88,8 +172,10 @@ def _preload() -> None:
 
 
 def _stage(chan: Channel) -> None:
+    _trace("stage start")
     _preload()
     boot = chan.recv()
+    _trace("bootstrap received")
     if boot is None:
         raise FailedPrecondition("runtime went away before bootstrap")
     config: Config = boot["config"]
@@ -104,8 +190,10 @@ def _stage(chan: Channel) -> None:
         from moorage.sys import tty  # noqa: F401
     from moorage.sys import netdev  # noqa: F401
 
+    _trace("imports done")
     if boot["role"] == "init":
         _enter_namespaces_for_init(chan, config)
+        _trace("namespaces entered")
         _fork_if_needed(chan, config, boot, _container_init, process=process)
     else:
         needs_fork = _join_container_namespaces(config, boot["pid"])
@@ -188,7 +276,7 @@ def _fork_if_needed(
     force: bool = False,
 ) -> None:
     types = {ns_type for ns_type, _ in _namespaces(config)}
-    if force or "pid" in types or "time" in types:
+    if force or _always_fork or "pid" in types or "time" in types:
         pid = os.fork()
         if pid:
             chan.send("pid", pid=pid)
@@ -210,6 +298,7 @@ def _container_init(chan: Channel, config: Config, boot: dict[str, Any], process
         from moorage.sys import netdev
 
         netdev.link_up("lo")  # as runc does: 127.0.0.1 works in every new netns
+    _trace("init start")
     rootfs.prepare(
         config,
         boot["rootfs"],
@@ -218,6 +307,7 @@ def _container_init(chan: Channel, config: Config, boot: dict[str, Any], process
         in_userns="user" in types,
         cgroupns="cgroup" in types,
     )
+    _trace("rootfs prepared")
     state: dict[str, Any] = {}
     hooks = config.get("hooks", {})
     if any(
@@ -246,6 +336,7 @@ def _container_init(chan: Channel, config: Config, boot: dict[str, Any], process
     _prepare_process(process, seccomp_filter, boot["preserve_fds"], keep=frozenset({fifo_fd}))
     path = _find_executable(process)
     env = _env_of(process)
+    _trace("ready")
     chan.send("ready")
     # Blocks until `start` opens the fifo for reading.
     fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
