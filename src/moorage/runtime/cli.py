@@ -194,9 +194,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         start(root, args.id)
         return 0
     if command == "state":
-        from moorage.runtime.state import state
+        from moorage.runtime.state import state_json
 
-        _print_json(state(root, args.id).to_dict(), indent=True)
+        _print_json(state_json(root, args.id), indent=True)
         return 0
     if command == "kill":
         from moorage.runtime.kill import kill

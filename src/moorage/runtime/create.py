@@ -82,40 +82,34 @@ def _check_spec(spec: Spec, bundle: str, opts: CreateOptions) -> str:
     return rootfs
 
 
-# Device nodes every container may use whatever its config's device rules say,
-# as runc allows them: the default /dev nodes, the console, ptmx and the ptys.
-_ALLOWED_DEVICES: tuple[tuple[str, int, int | None], ...] = (
-    ("c", 1, 3),
-    ("c", 1, 5),
-    ("c", 1, 7),
-    ("c", 1, 8),
-    ("c", 1, 9),
-    ("c", 5, 0),
-    ("c", 5, 1),
-    ("c", 5, 2),
-    ("c", 136, None),
-    ("c", 10, 200),
+# Device rules every container gets after its config's own, as runc adds them:
+# mknod of any node (using one still needs a rule), and read/write/mknod of the
+# default /dev nodes, ptmx, the ptys and /dev/net/tun. (type, major, minor, access)
+_ALLOWED_DEVICES: tuple[tuple[str, int | None, int | None, str], ...] = (
+    ("c", None, None, "m"),
+    ("b", None, None, "m"),
+    ("c", 1, 3, "rwm"),
+    ("c", 1, 8, "rwm"),
+    ("c", 1, 7, "rwm"),
+    ("c", 5, 0, "rwm"),
+    ("c", 1, 5, "rwm"),
+    ("c", 1, 9, "rwm"),
+    ("c", 136, None, "rwm"),
+    ("c", 5, 2, "rwm"),
+    ("c", 10, 200, "rwm"),
 )
 
 
 def _with_default_devices(spec: Spec) -> dict[str, Any]:
     resources = dict(spec.linux.resources or {})
     rules = list(resources.get("devices") or [])
-    for kind, major, minor in _ALLOWED_DEVICES:
-        rule: dict[str, Any] = {"allow": True, "type": kind, "major": major, "access": "rwm"}
+    for kind, major, minor, access in _ALLOWED_DEVICES:
+        rule: dict[str, Any] = {"allow": True, "type": kind, "access": access}
+        if major is not None:
+            rule["major"] = major
         if minor is not None:
             rule["minor"] = minor
         rules.append(rule)
-    for dev in spec.linux.devices:
-        rules.append(
-            {
-                "allow": True,
-                "type": dev.type,
-                "major": dev.major,
-                "minor": dev.minor,
-                "access": "rwm",
-            }
-        )
     resources["devices"] = rules
     return resources
 
@@ -176,6 +170,8 @@ def create(root: str, container_id: str, opts: CreateOptions) -> ContainerRecord
     with contextlib.ExitStack() as undo:
         undo.callback(cdir.remove)
         os.mkfifo(cdir.fifo, 0o622)
+        # Not subject to the umask: an init that runs as another user must write it.
+        os.chmod(cdir.fifo, 0o622)
         config = spec_to_dict(spec)
         record = ContainerRecord(
             id=container_id,
@@ -191,8 +187,10 @@ def create(root: str, container_id: str, opts: CreateOptions) -> ContainerRecord
         cgroup = new_manager(spec.linux.cgroups_path, container_id)
         cgroup.create()
         undo.callback(cgroup.destroy)
-        cgroup.apply(resources)
         record = _launch(cdir, record, spec, cgroup, opts, undo)
+        # Limits apply once the init is set up, as runc does: the device rules must
+        # not stop the runtime from creating the nodes the config lists.
+        cgroup.apply(resources)
         if opts.pid_file:
             _write_pid_file(opts.pid_file, record.pid)
         undo.pop_all()

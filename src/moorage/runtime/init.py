@@ -323,16 +323,16 @@ def _container_init(chan: Channel, config: Config, boot: dict[str, Any], process
     rootfs.pivot(boot["rootfs"])
     if process.get("terminal"):
         _setup_console(boot["console_fd"], process)
-    rootfs.mask_paths(linux.get("maskedPaths", ()))
-    rootfs.readonly_paths(linux.get("readonlyPaths", ()))
-    if config.get("root", {}).get("readonly"):
-        rootfs.readonly_root()
+    # sysctls go through /proc/sys: before readonlyPaths make it read-only.
     rootfs.write_sysctls(linux.get("sysctl", {}))
     if config.get("hostname"):
         socket.sethostname(config["hostname"])
     if config.get("domainname"):
-        with open("/proc/sys/kernel/domainname", "w") as f:
-            f.write(config["domainname"])
+        libc.setdomainname(config["domainname"])
+    rootfs.mask_paths(linux.get("maskedPaths", ()))
+    rootfs.readonly_paths(linux.get("readonlyPaths", ()))
+    if config.get("root", {}).get("readonly"):
+        rootfs.readonly_root()
     _prepare_process(process, seccomp_filter, boot["preserve_fds"], keep=frozenset({fifo_fd}))
     path = _find_executable(process)
     env = _env_of(process)
@@ -343,6 +343,8 @@ def _container_init(chan: Channel, config: Config, boot: dict[str, Any], process
     os.write(fd, b"0")
     os.close(fd)
     os.close(fifo_fd)
+    if state:
+        state = {**state, "status": "created"}  # startContainer runs during `start`
     _run_hooks(hooks.get("startContainer"), "startContainer", state)
     _exec(process, path, env, seccomp_filter)
 
@@ -502,7 +504,7 @@ def _prepare_process(
     try:
         os.chdir(cwd)
     except OSError as exc:
-        raise FailedPrecondition(f"chdir to cwd {cwd!r}: {exc.strerror}") from exc
+        raise FailedPrecondition(f"process.cwd {cwd!r}: chdir: {exc.strerror}") from exc
     # The working directory must be inside the container's root: a leaked host
     # directory fd used as cwd shows up as "(unreachable)" (CVE-2024-21626).
     if not os.getcwd().startswith("/"):

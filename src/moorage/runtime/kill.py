@@ -17,7 +17,7 @@ def parse_signal(value: str | int) -> int:
     text = value.strip()
     if text.isdigit():
         number = int(text)
-        if 0 < number < signal.NSIG:
+        if 0 <= number < signal.NSIG:  # 0 probes whether the container is alive
             return number
         raise InvalidArgument(f"invalid signal: {value}")
     name = text.upper()

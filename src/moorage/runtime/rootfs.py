@@ -329,7 +329,12 @@ def prepare(
             _make_device(root_fd, dev, in_userns)
         cwd = config.get("process", {}).get("cwd")
         if cwd:
-            os.close(make_in_root(root_fd, cwd, directory=True))
+            try:
+                os.close(make_in_root(root_fd, cwd, directory=True))
+            except OSError as exc:
+                raise InvalidArgument(
+                    f"config.json: process.cwd {cwd!r}: {os.strerror(exc.errno or 0).lower()}"
+                ) from exc
     finally:
         os.close(root_fd)
 

@@ -21,3 +21,16 @@ def state(root: str, container_id: str) -> State:
     cdir = ContainerDir(root, container_id)
     record = cdir.read()
     return oci_state(record, current_status(cdir, record))
+
+
+def state_json(root: str, container_id: str) -> dict[str, object]:
+    """What ``moor-runtime state`` prints: the OCI state plus runc's extra fields.
+
+    containerd's runc client reads ``rootfs``, ``created`` and ``owner`` too.
+    """
+    cdir = ContainerDir(root, container_id)
+    record = cdir.read()
+    data: dict[str, object] = oci_state(record, current_status(cdir, record)).to_dict()
+    # runc's `state` leaves owner empty (only `list` fills it in); match it.
+    data.update(rootfs=record.rootfs, created=record.created, owner="")
+    return data

@@ -27,6 +27,7 @@ __all__ = [
     "openat2",
     "pivot_root",
     "prctl",
+    "setdomainname",
     "setns",
     "umount2",
     "unshare",
@@ -163,6 +164,11 @@ def pivot_root(new_root: str, put_old: str) -> None:
         "pivot_root",
         new_root,
     )
+
+
+def setdomainname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.setdomainname(raw, len(raw)), "setdomainname")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
