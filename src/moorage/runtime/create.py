@@ -228,7 +228,6 @@ def _launch(
     undo.callback(chan.close)
     undo.callback(_reap_stage, proc)
     undo.callback(lambda: kill_and_reap(record.pid, record.pid_start) if record.pid else None)
-    cgroup.join(proc.pid)
     chan.send(
         "bootstrap",
         role="init",
@@ -239,7 +238,10 @@ def _launch(
         console_fd=console.fileno() if console is not None else None,
         preserve_fds=opts.preserve_fds,
         cgroup_paths=cgroup.paths(),
+        seccomp=_seccomp_program(record.config, cdir.root),
     )
+    cgroup.join(proc.pid)
+    chan.send("joined")
     deferred: list[dict[str, Any]] = []
     ready = False
     while not ready:
@@ -289,3 +291,12 @@ def _reap_stage(proc: Stage) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         proc.wait()
+
+
+def _seccomp_program(config: dict[str, Any], root: str) -> dict[str, Any] | None:
+    profile = config.get("linux", {}).get("seccomp")
+    if not profile:
+        return None
+    from moorage.runtime.seccomp_cache import program_for
+
+    return program_for(profile, root)

@@ -53,7 +53,6 @@ def exec_process(root: str, container_id: str, opts: ExecOptions) -> int:
         )
         stack.callback(chan.close)
         try:
-            new_manager(record.cgroups_path or None, container_id).join(proc.pid)
             chan.send(
                 "bootstrap",
                 role="exec",
@@ -62,7 +61,10 @@ def exec_process(root: str, container_id: str, opts: ExecOptions) -> int:
                 pid=record.pid,
                 console_fd=extra[0] if extra else None,
                 preserve_fds=opts.preserve_fds,
+                seccomp=_seccomp_program(record.config, root),
             )
+            new_manager(record.cgroups_path or None, container_id).join(proc.pid)
+            chan.send("joined")
             pid = 0
             while (msg := chan.recv()) is not None:
                 if msg["type"] == "error":
@@ -84,3 +86,12 @@ def exec_process(root: str, container_id: str, opts: ExecOptions) -> int:
             f.write(str(pid))
         os.rename(tmp, opts.pid_file)
     return pid
+
+
+def _seccomp_program(config: dict[str, Any], root: str) -> dict[str, Any] | None:
+    profile = config.get("linux", {}).get("seccomp")
+    if not profile:
+        return None
+    from moorage.runtime.seccomp_cache import program_for
+
+    return program_for(profile, root)

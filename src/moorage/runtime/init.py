@@ -22,15 +22,12 @@ import socket
 import stat
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from moorage.errors import FailedPrecondition, InvalidArgument, MoorageError, NotFound
 from moorage.runtime import rootfs
 from moorage.runtime.sync import Channel
 from moorage.sys import caps, libc, procfs
-
-if TYPE_CHECKING:
-    from moorage.sys.seccomp import CompiledFilter
 
 # The config and process arrive as the JSON dicts the runtime validated (see
 # moorage.oci.runtime_spec); the init reads them as they are rather than loading
@@ -82,10 +79,11 @@ def _zygote(control: socket.socket) -> NoReturn:
 
     global _always_fork
     _preload()
-    from moorage.runtime import hooks  # noqa: F401
-    from moorage.sys import netdev, seccomp, tty  # noqa: F401
+    import base64  # noqa: F401
 
-    seccomp.libseccomp_version()
+    from moorage.runtime import hooks  # noqa: F401
+    from moorage.sys import netdev, seccomp_bpf, tty  # noqa: F401
+
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # stages are reaped by the kernel
     os.set_inheritable(control.fileno(), False)
     while True:
@@ -179,10 +177,10 @@ def _stage(chan: Channel) -> None:
     if boot is None:
         raise FailedPrecondition("runtime went away before bootstrap")
     config: Config = boot["config"]
-    if config.get("linux", {}).get("seccomp"):
-        from moorage.sys import seccomp
+    if boot.get("seccomp"):
+        import base64  # noqa: F401
 
-        seccomp.libseccomp_version()  # loads the library while the host is in reach
+        from moorage.sys import seccomp_bpf  # noqa: F401
     if config.get("hooks"):
         from moorage.runtime import hooks  # noqa: F401
     process = config["process"] if boot["role"] == "init" else boot["process"]
@@ -190,7 +188,12 @@ def _stage(chan: Channel) -> None:
         from moorage.sys import tty  # noqa: F401
     from moorage.sys import netdev  # noqa: F401
 
-    _trace("imports done")
+    # The runtime moves us into the container's cgroup while we got ready; we must
+    # be in it before creating the cgroup namespace and forking the container.
+    joined = chan.recv()
+    if joined is None or joined.get("type") != "joined":
+        raise FailedPrecondition("runtime did not place the container in its cgroup")
+    _trace("imports done, cgroup joined")
     if boot["role"] == "init":
         _enter_namespaces_for_init(chan, config)
         _trace("namespaces entered")
@@ -293,7 +296,7 @@ def _container_init(chan: Channel, config: Config, boot: dict[str, Any], process
     os.setsid()
     linux = config.get("linux", {})
     types = {ns_type for ns_type, _ in _namespaces(config)}
-    seccomp_filter = _compile_seccomp(linux.get("seccomp"))
+    seccomp_filter = _seccomp_of(boot)
     if any(t == "network" and not path for t, path in _namespaces(config)):
         from moorage.sys import netdev
 
@@ -363,7 +366,7 @@ def _exec_child(chan: Channel, config: Config, boot: dict[str, Any], process: Co
     if process.get("terminal"):
         os.setsid()
         _setup_console(boot["console_fd"], process)
-    seccomp_filter = _compile_seccomp(config.get("linux", {}).get("seccomp"))
+    seccomp_filter = _seccomp_of(boot)
     _prepare_process(process, seccomp_filter, boot["preserve_fds"], keep=frozenset())
     path = _find_executable(process)
     _exec(process, path, _env_of(process), seccomp_filter)
@@ -372,32 +375,25 @@ def _exec_child(chan: Channel, config: Config, boot: dict[str, Any], process: Co
 # --- shared steps ---------------------------------------------------------------
 
 
-def _compile_seccomp(profile: Config | None) -> CompiledFilter | None:
-    if not profile:
-        return None
-    from moorage.sys import seccomp as sc
+class _Seccomp:
+    """A compiled filter from the runtime's cache, ready to be installed."""
 
-    rules = tuple(
-        sc.Rule(
-            names=tuple(r.get("names", ())),
-            action=r["action"],
-            errno_ret=r.get("errnoRet"),
-            args=tuple(
-                sc.ArgCondition(a["index"], a["value"], a.get("valueTwo", 0), a["op"])
-                for a in r.get("args", ())
-            ),
-        )
-        for r in profile.get("syscalls", ())
-    )
-    return sc.compile_filter(
-        sc.FilterSpec(
-            default_action=profile["defaultAction"],
-            default_errno_ret=profile.get("defaultErrnoRet"),
-            architectures=tuple(profile.get("architectures", ())),
-            flags=tuple(profile.get("flags", ())),
-            rules=rules,
-        )
-    )
+    def __init__(self, program: bytes, flags: int) -> None:
+        self.program, self.flags = program, flags
+
+    def load(self) -> None:
+        from moorage.sys import seccomp_bpf
+
+        seccomp_bpf.load(self.program, self.flags)
+
+
+def _seccomp_of(boot: dict[str, Any]) -> _Seccomp | None:
+    compiled = boot.get("seccomp")
+    if not compiled:
+        return None
+    import base64
+
+    return _Seccomp(base64.b64decode(compiled["bpf"]), compiled["flags"])
 
 
 def _setup_console(console_fd: int | None, process: Config) -> None:
@@ -454,7 +450,7 @@ def _fix_stdio_ownership(uid: int, gid: int) -> None:
 
 def _prepare_process(
     process: Config,
-    seccomp_filter: CompiledFilter | None,
+    seccomp_filter: _Seccomp | None,
     preserve_fds: int,
     *,
     keep: frozenset[int],
@@ -566,7 +562,7 @@ def _find_executable(process: Config) -> str:
 
 
 def _exec(
-    process: Config, path: str, env: dict[str, str], seccomp_filter: CompiledFilter | None
+    process: Config, path: str, env: dict[str, str], seccomp_filter: _Seccomp | None
 ) -> NoReturn:
     if seccomp_filter is not None and process.get("noNewPrivileges"):
         seccomp_filter.load()
