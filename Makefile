@@ -28,7 +28,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# Bytecode for the editable source tree, as an installed package has it: every
+# container start imports these modules twice (the runtime and the container's
+# init), and compiling them from source each time would dominate the start.
 venv: $(VENV)/.installed
+	@$(PY) -m compileall -q src/moorage
 
 demo: install
 	$(VENV)/bin/python scripts/demo.py
