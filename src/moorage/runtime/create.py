@@ -77,9 +77,57 @@ def _check_spec(spec: Spec, bundle: str, opts: CreateOptions) -> str:
             "config.json: linux.uidMappings: a new user namespace needs uid and gid mappings"
         )
     for key in spec.linux.sysctl:
-        if key.startswith("net.") and "network" not in types:
-            raise InvalidArgument(f"config.json: linux.sysctl: {key} needs a network namespace")
+        _check_sysctl(key, spec)
     return rootfs
+
+
+# Sysctls that belong to a namespace, and which one. Every other sysctl is global:
+# writing it from a container would change the host (kernel.core_pattern runs a
+# program as root on the host), so it is refused, as runc refuses it.
+_IPC_SYSCTLS = frozenset(
+    {
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    }
+)
+
+
+def _namespace_of_sysctl(key: str) -> str | None:
+    if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        return "ipc"
+    if key.startswith("net."):
+        return "network"
+    if key in ("kernel.hostname", "kernel.domainname"):
+        return "uts"
+    return None
+
+
+def _check_sysctl(key: str, spec: Spec) -> None:
+    namespace = _namespace_of_sysctl(key)
+    where = f"config.json: linux.sysctl: {key}"
+    if namespace is None:
+        raise InvalidArgument(f"{where}: not in a separate kernel namespace: refused")
+    entries = [ns for ns in spec.linux.namespaces if ns.type == namespace]
+    if not entries:
+        raise InvalidArgument(f"{where}: needs a private {namespace} namespace")
+    if entries[0].path and _is_host_namespace(namespace, entries[0].path):
+        raise InvalidArgument(f"{where}: the {namespace} namespace joined is the host's")
+    if ".." in key.split(".") or "/" in key:
+        raise InvalidArgument(f"{where}: invalid sysctl name")
+
+
+def _is_host_namespace(namespace: str, path: str) -> bool:
+    proc_name = {"ipc": "ipc", "network": "net", "uts": "uts"}[namespace]
+    try:
+        return os.stat(path).st_ino == os.stat(f"/proc/1/ns/{proc_name}").st_ino
+    except OSError:
+        return False
 
 
 # Device rules every container gets after its config's own, as runc adds them:

@@ -166,6 +166,8 @@ def _preload() -> None:
     import encodings.utf_8  # noqa: F401
     import resource  # noqa: F401
 
+    if os.environ.get("MOOR_RUNTIME_DEBUG"):
+        import traceback  # noqa: F401
     caps.last_cap()
 
 
@@ -502,10 +504,15 @@ def _prepare_process(
     except OSError as exc:
         raise FailedPrecondition(f"process.cwd {cwd!r}: chdir: {exc.strerror}") from exc
     # The working directory must be inside the container's root: a leaked host
-    # directory fd used as cwd shows up as "(unreachable)" (CVE-2024-21626).
-    if not os.getcwd().startswith("/"):
+    # directory used as cwd has no path from it (CVE-2024-21626): getcwd fails or
+    # answers "(unreachable)".
+    try:
+        inside = os.getcwd().startswith("/")
+    except FileNotFoundError:
+        inside = False
+    if not inside:
         raise PermissionError(
-            "current working directory is outside of container mount namespace root"
+            f"process.cwd {cwd!r}: the working directory is outside the container's root"
         )
 
 
