@@ -25,7 +25,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from bundles import make_bundle  # noqa: E402
-
 from moorage.runtime import api as runtime  # noqa: E402
 
 
