@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from bundles import make_bundle  # noqa: E402
 
 SCRIPT = (
-    "echo \"hello from $(hostname)\"; "
-    "echo \"I am: $(id)\"; "
+    'echo "hello from $(hostname)"; '
+    'echo "I am: $(id)"; '
     "echo 'my processes:'; ps -o pid,user,args; "
-    "echo \"capabilities: $(grep CapEff /proc/self/status)\""
+    'echo "capabilities: $(grep CapEff /proc/self/status)"'
 )
 
 

@@ -19,16 +19,28 @@ from moorage.oci.default_spec import default_spec
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
 
+def _is_static_elf(path: str) -> bool:
+    """True when the 64-bit ELF at ``path`` has no program interpreter (PT_INTERP)."""
+    with open(path, "rb") as f:
+        header = f.read(64)
+        if header[:4] != b"\x7fELF" or header[4] != 2:
+            return False
+        phoff = int.from_bytes(header[32:40], "little")
+        phentsize = int.from_bytes(header[54:56], "little")
+        phnum = int.from_bytes(header[56:58], "little")
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(
+        int.from_bytes(table[i * phentsize : i * phentsize + 4], "little") != 3
+        for i in range(phnum)
+    )
+
+
 def busybox_binary() -> str | None:
+    """A statically linked busybox: it must run inside a root with no libraries."""
     for path in BUSYBOX_CANDIDATES:
-        if os.path.exists(path):
-            out = subprocess.run(["file", "-L", path], capture_output=True, text=True)
-            if (
-                out.returncode != 0
-                or "statically linked" in out.stdout
-                or "static-pie" in out.stdout
-            ):
-                return path
+        if os.path.exists(path) and _is_static_elf(os.path.realpath(path)):
+            return path
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -26,6 +27,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(skip)
 
 
+TEST_CGROUP_PARENTS = ("moorage-test", "moorage-bench")
+TEST_RUNTIME_PARENT = Path("/run/moor-runtime-test")
+
+
+def _remove_empty_tree(top: Path) -> None:
+    """rmdir ``top`` and its subdirectories, deepest first; cgroup dirs only go when empty."""
+    if not top.is_dir():
+        return
+    for child in sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True):
+        with contextlib.suppress(OSError):
+            child.rmdir()
+    with contextlib.suppress(OSError):
+        top.rmdir()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leave_the_host_clean() -> Iterator[None]:
+    """After the run, remove the parent cgroups and state dirs the tests' containers used."""
+    yield
+    if not IS_ROOT:
+        return
+    cgroup_root = Path("/sys/fs/cgroup")
+    for hierarchy in [cgroup_root, *(p for p in cgroup_root.iterdir() if p.is_dir())]:
+        for name in TEST_CGROUP_PARENTS:
+            _remove_empty_tree(hierarchy / name)
+    _remove_empty_tree(TEST_RUNTIME_PARENT)
+
+
 @pytest.fixture(scope="session")
 def busybox_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if busybox_binary() is None:
@@ -36,7 +65,7 @@ def busybox_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def runtime_root() -> Iterator[Path]:
     """A private --root for moor-runtime; every container left in it is force-deleted."""
-    root = Path(f"/run/moor-runtime-test/{uuid.uuid4().hex[:10]}")
+    root = TEST_RUNTIME_PARENT / uuid.uuid4().hex[:10]
     root.mkdir(parents=True)
     try:
         yield root
