@@ -25,7 +25,7 @@ from moorage.runtime.container import (
     ContainerRecord,
     oci_state,
 )
-from moorage.runtime.spawn import Stage, Stdio, spawn_stage
+from moorage.runtime.spawn import Stage, Stdio, connect_console, spawn_stage
 from moorage.runtime.sync import Channel
 from moorage.sys import procfs
 
@@ -257,12 +257,7 @@ def _launch(
     undo.callback(os.close, fifo_fd)
     console = opts.console_sock
     if console is None and opts.console_socket is not None:
-        console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            console.connect(opts.console_socket)
-        except OSError as exc:
-            console.close()
-            raise NotFound(f"console socket {opts.console_socket}: {exc.strerror or exc}") from exc
+        console = connect_console(opts.console_socket)
         undo.callback(console.close)
     extra = [fifo_fd] + ([console.fileno()] if console is not None else [])
     proc, chan = spawn_stage(

@@ -7,11 +7,11 @@ import os
 import socket
 from typing import Any, NamedTuple
 
-from moorage.errors import FailedPrecondition, InvalidArgument, NotFound
+from moorage.errors import FailedPrecondition, InvalidArgument
 from moorage.oci.runtime_spec import parse_process, process_to_dict
 from moorage.runtime.cgroups.manager import new_manager
 from moorage.runtime.container import ContainerDir, require
-from moorage.runtime.spawn import Stdio, spawn_stage
+from moorage.runtime.spawn import Stdio, connect_console, spawn_stage
 from moorage.runtime.state import current_status
 
 
@@ -37,11 +37,7 @@ def exec_process(root: str, container_id: str, opts: ExecOptions) -> int:
         if process.terminal and console is None:
             if opts.console_socket is None:
                 raise InvalidArgument("process.terminal is set: --console-socket is required")
-            console = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
-            try:
-                console.connect(opts.console_socket)
-            except OSError as exc:
-                raise NotFound(f"console socket {opts.console_socket}: {exc.strerror}") from exc
+            console = stack.enter_context(connect_console(opts.console_socket))
         extra = [console.fileno()] if process.terminal and console is not None else []
         proc, chan = spawn_stage(
             label=container_id,

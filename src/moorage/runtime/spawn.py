@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from typing import IO, Protocol
 
 import moorage
-from moorage.errors import InvalidArgument, Unavailable
+from moorage.errors import InvalidArgument, NotFound, Unavailable
 from moorage.runtime.sync import Channel
 from moorage.sys.sealed import sealed_interpreter
 
@@ -112,6 +112,17 @@ def spawn_stage(
     finally:
         child.close()
     return proc, parent
+
+
+def connect_console(path: str) -> socket.socket:
+    """Connect to the caller's console socket, where the pty master will be sent."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise NotFound(f"console socket {path}: {exc.strerror or exc}") from exc
+    return sock
 
 
 class _ZygoteStage:
