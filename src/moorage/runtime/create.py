@@ -253,12 +253,27 @@ def _launch(
     opts: CreateOptions,
     undo: contextlib.ExitStack,
 ) -> ContainerRecord:
+    # Our ends of the fifo, console socket and channel close however setup ends;
+    # `undo` only reverses what must not outlive a failed create (processes).
+    with contextlib.ExitStack() as ours:
+        return _setup(cdir, record, spec, cgroup, opts, undo, ours)
+
+
+def _setup(
+    cdir: ContainerDir,
+    record: ContainerRecord,
+    spec: Spec,
+    cgroup: CgroupManager,
+    opts: CreateOptions,
+    undo: contextlib.ExitStack,
+    ours: contextlib.ExitStack,
+) -> ContainerRecord:
     fifo_fd = os.open(cdir.fifo, os.O_PATH | os.O_CLOEXEC)
-    undo.callback(os.close, fifo_fd)
+    ours.callback(os.close, fifo_fd)
     console = opts.console_sock
     if console is None and opts.console_socket is not None:
         console = connect_console(opts.console_socket)
-        undo.callback(console.close)
+        ours.callback(console.close)
     extra = [fifo_fd] + ([console.fileno()] if console is not None else [])
     proc, chan = spawn_stage(
         label=record.id,
@@ -268,7 +283,7 @@ def _launch(
         stdout=opts.stdout,
         stderr=opts.stderr,
     )
-    undo.callback(chan.close)
+    ours.callback(chan.close)
     undo.callback(_reap_stage, proc)
     undo.callback(lambda: kill_and_reap(record.pid, record.pid_start) if record.pid else None)
     chan.send(

@@ -15,8 +15,7 @@ exec the process is non-dumpable, so nothing in the container can open its
 
 from __future__ import annotations
 
-import contextlib
-import json
+import marshal
 import os
 import socket
 import stat
@@ -27,7 +26,7 @@ from typing import Any, NoReturn
 from moorage.errors import FailedPrecondition, InvalidArgument, MoorageError, NotFound
 from moorage.runtime import rootfs
 from moorage.runtime.sync import Channel
-from moorage.sys import caps, libc, procfs
+from moorage.sys import caps, fds, libc
 
 # The config and process arrive as the JSON dicts the runtime validated (see
 # moorage.oci.runtime_spec); the init reads them as they are rather than loading
@@ -93,7 +92,7 @@ def _zygote(control: socket.socket) -> NoReturn:
             os._exit(0)
         if not raw:
             os._exit(0)
-        request = json.loads(raw)
+        request = marshal.loads(raw)
         _trace("zygote request")
         pid = os.fork()
         if pid == 0:
@@ -105,7 +104,7 @@ def _zygote(control: socket.socket) -> NoReturn:
             _guarded(chan, _stage, chan)
         for fd in fds:
             os.close(fd)
-        control.send(json.dumps({"pid": pid}).encode())
+        control.send(marshal.dumps({"pid": pid}))
 
 
 def _place_fds(fds: list[int], targets: list[int]) -> int:
@@ -122,8 +121,10 @@ def _place_fds(fds: list[int], targets: list[int]) -> int:
     for entry in os.listdir("/proc/self/fd"):
         n = int(entry)
         if n not in keep:
-            with contextlib.suppress(OSError):
+            try:
                 os.close(n)
+            except OSError:
+                pass
     for src, target in zip(moved[1:], targets, strict=True):
         os.dup2(src, target)  # dup2 leaves the target inheritable
         os.close(src)
@@ -138,8 +139,10 @@ def _guarded(chan: Channel, fn: Any, *args: Any) -> NoReturn:
     except BaseException as exc:  # noqa: BLE001 - everything must reach the parent
         kind = type(exc).__name__
         message = str(exc) if isinstance(exc, MoorageError) else _describe(exc)
-        with contextlib.suppress(OSError):
+        try:
             chan.send("error", message=message, error_class=kind)
+        except OSError:
+            pass
         os._exit(1)
     os._exit(0)
 
@@ -412,10 +415,12 @@ def _setup_console(console_fd: int | None, process: Config) -> None:
     with socket.socket(fileno=console_fd) as sock:
         socket.send_fds(sock, [slave_path.encode()], [master])
     os.close(master)
-    with contextlib.suppress(OSError):
+    try:
         if not os.path.exists("/dev/console"):
             os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
         libc.mount(slave_path, "/dev/console", None, libc.MS_BIND)
+    except OSError:
+        pass  # a read-only /dev: the process still has its terminal on 0, 1 and 2
     for target in (0, 1, 2):
         os.dup2(slave, target)
     if slave > 2:
@@ -446,8 +451,10 @@ def _fix_stdio_ownership(uid: int, gid: int) -> None:
             continue
         if st.st_uid == uid or (stat.S_ISCHR(st.st_mode) and st.st_rdev == null):
             continue
-        with contextlib.suppress(OSError):
+        try:
             os.fchown(fd, uid, gid)
+        except OSError:
+            continue
 
 
 def _prepare_process(
@@ -467,10 +474,12 @@ def _prepare_process(
     umask = user.get("umask")
     os.umask(umask if umask is not None else 0o022)
     no_new_privileges = bool(process.get("noNewPrivileges"))
-    procfs.close_fds_from(3 + preserve_fds, keep=keep)
+    fds.close_fds_from(3 + preserve_fds, keep=keep)
     for fd in range(3, 3 + preserve_fds):
-        with contextlib.suppress(OSError):
+        try:
             os.set_inheritable(fd, True)
+        except OSError:
+            continue  # a preserved number the caller did not actually open
     # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before
     # the capabilities are dropped. With it, load it as late as possible.
     if seccomp_filter is not None and not no_new_privileges:

@@ -13,7 +13,6 @@ window between checking a path and mounting on it.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -86,8 +85,10 @@ def make_in_root(root_fd: int, dest: str, *, directory: bool, mode: int = 0o755)
                 )
                 os.close(fd)
             else:
-                with contextlib.suppress(FileExistsError):
+                try:
                     os.mkdir(parts[i - 1], mode, dir_fd=parent)
+                except FileExistsError:
+                    pass
         finally:
             os.close(parent)
     return libc.openat2(root_fd, rel, os.O_PATH, _IN_ROOT)
@@ -179,8 +180,10 @@ def _tmpcopyup(fd: int, opts: MountOptions) -> None:
         shutil.copytree(_procfd(fd), staging, symlinks=True, dirs_exist_ok=True)
         libc.mount(staging, _procfd(fd), None, libc.MS_MOVE)
     finally:
-        with contextlib.suppress(OSError):
+        try:
             libc.umount2(staging, libc.MNT_DETACH)
+        except OSError:
+            pass
         os.rmdir(staging)
 
 
@@ -243,8 +246,10 @@ def _make_device(root_fd: int, dev: Mapping[str, Any], in_userns: bool) -> None:
     parent = libc.openat2(root_fd, parent_rel or ".", os.O_PATH, _IN_ROOT)
     name = os.path.basename(rel)
     try:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(name, dir_fd=parent)
+        except FileNotFoundError:
+            pass
         if in_userns:
             # mknod is not allowed in a user namespace: bind the host's node instead.
             fd = os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o000, dir_fd=parent)
@@ -278,8 +283,10 @@ def _dev_symlinks(root_fd: int, has_pts: bool) -> None:
     try:
         for target, link in links:
             name = link.removeprefix("dev/")
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(name, dir_fd=dev)
+            except FileNotFoundError:
+                pass
             os.symlink(target, name, dir_fd=dev)
     finally:
         os.close(dev)

@@ -13,7 +13,7 @@ behind /proc/self/exe. Two ways satisfy both:
 from __future__ import annotations
 
 import contextlib
-import json
+import marshal
 import os
 import signal
 import socket
@@ -180,6 +180,7 @@ class Zygote:
             theirs.close()
         self._control = ours
         self._lock = threading.Lock()
+        self.spawned = 0  # stages served, for callers and tests that want to know
 
     def spawn(
         self, preserve_fds: int, extra: list[int], stdio: tuple[Stdio, Stdio, Stdio]
@@ -192,13 +193,14 @@ class Zygote:
             targets = [0, 1, 2, *range(3, 3 + preserve_fds), *extra]
             with self._lock:
                 try:
-                    socket.send_fds(self._control, [json.dumps({"targets": targets}).encode()], fds)
+                    socket.send_fds(self._control, [marshal.dumps({"targets": targets})], fds)
                     reply = self._control.recv(4096)
                 except OSError as exc:
                     raise Unavailable(f"runtime zygote: {exc.strerror}") from exc
             if not reply:
                 raise Unavailable("runtime zygote exited")
-            pid = json.loads(reply)["pid"]
+            pid = marshal.loads(reply)["pid"]
+            self.spawned += 1
         except BaseException:
             parent.close()
             raise

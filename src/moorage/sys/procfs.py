@@ -3,7 +3,7 @@
 import os
 from typing import NamedTuple
 
-__all__ = ["MountInfo", "ProcStat", "close_fds_from", "mountinfo", "open_fds", "stat", "status"]
+__all__ = ["MountInfo", "ProcStat", "mountinfo", "open_fds", "stat", "status"]
 
 
 class ProcStat(NamedTuple):
@@ -94,19 +94,3 @@ def mountinfo(pid: int | str = "self") -> list[MountInfo]:
 
 def open_fds(pid: int | str = "self") -> list[int]:
     return sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
-
-
-def close_fds_from(first: int, keep: frozenset[int] = frozenset()) -> None:
-    """Mark every descriptor >= ``first`` close-on-exec (except ``keep``).
-
-    Marking rather than closing keeps descriptors the caller still needs until
-    exec (the exec fifo, the sync socket) while guaranteeing none reaches the
-    container's process: the class of leak behind CVE-2024-21626.
-    """
-    for fd in os.listdir("/proc/self/fd"):
-        n = int(fd)
-        if n >= first and n not in keep:
-            try:
-                os.set_inheritable(n, False)
-            except OSError:
-                continue  # the descriptor of the listdir itself, already gone
