@@ -23,6 +23,19 @@ def zygote() -> Iterator[spawn.Zygote]:
         yield z
     finally:
         api.stop_zygote()
+        api.become_subreaper(False)
+        _reap_adopted()
+
+
+def _reap_adopted() -> None:
+    """Reap whatever this (pytest) process adopted while it was a subreaper."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def test_the_zygote_serves_every_stage(

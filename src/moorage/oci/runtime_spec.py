@@ -31,7 +31,6 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -838,22 +837,22 @@ def load_spec(bundle: str | os.PathLike[str]) -> Spec:
     Errors name the file: a missing file is :class:`NotFound`, malformed JSON an
     :class:`InvalidArgument` with line and column.
     """
-    path = Path(bundle) / "config.json"
+    path = os.path.join(os.fspath(bundle), "config.json")
     try:
-        raw = path.read_bytes()
+        raw = _read(path)
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise NotFound(f"no config.json in bundle: {os.fspath(bundle)}") from exc
     except PermissionError as exc:
         raise PermissionDenied(f"cannot read {path}: permission denied") from exc
     except OSError as exc:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return parse_spec(_decode_json(raw, str(path)), str(path))
+    return parse_spec(_decode_json(raw, path), path)
 
 
 def load_process(path: str | os.PathLike[str]) -> Process:
     """Read and validate a process JSON file, as given to ``exec --process``."""
     try:
-        raw = Path(path).read_bytes()
+        raw = _read(os.fspath(path))
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise NotFound(f"no such process file: {os.fspath(path)}") from exc
     except PermissionError as exc:
@@ -861,6 +860,11 @@ def load_process(path: str | os.PathLike[str]) -> Process:
     except OSError as exc:
         raise InvalidArgument(f"cannot read {os.fspath(path)}: {exc.strerror or exc}") from exc
     return parse_process(_decode_json(raw, os.fspath(path)), os.fspath(path))
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _decode_json(raw: bytes, source: str) -> object:

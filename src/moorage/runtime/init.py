@@ -15,23 +15,30 @@ exec the process is non-dumpable, so nothing in the container can open its
 
 from __future__ import annotations
 
+import _socket
 import marshal
 import os
-import socket
 import stat
 import sys
-from collections.abc import Mapping
-from typing import Any, NoReturn
 
 from moorage.errors import FailedPrecondition, InvalidArgument, MoorageError, NotFound
 from moorage.runtime import rootfs
 from moorage.runtime.sync import Channel
 from moorage.sys import caps, fds, libc
 
-# The config and process arrive as the JSON dicts the runtime validated (see
-# moorage.oci.runtime_spec); the init reads them as they are rather than loading
-# the model classes, because every import here delays every container start.
-Config = Mapping[str, Any]
+# Annotations only: the typing machinery is not imported at run time here (mypy
+# treats TYPE_CHECKING as true), and _socket is the socket module's C core,
+# without the enum classes the wrapper builds on import.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Mapping
+    from typing import Any, NoReturn
+
+    # The config and process arrive as the JSON dicts the runtime validated (see
+    # moorage.oci.runtime_spec); the init reads them as they are rather than loading
+    # the model classes, because every import here delays every container start.
+    Config = Mapping[str, Any]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -60,8 +67,10 @@ def main() -> NoReturn:
     os.environ.pop("PYTHONHOME", None)
     zygote_fd = os.environ.pop("_MOOR_ZYGOTE_FD", None)
     if zygote_fd is not None:
+        import socket
+
         _zygote(socket.socket(fileno=int(zygote_fd)))
-    chan = Channel(socket.socket(fileno=int(os.environ.pop("_MOOR_SYNC_FD"))))
+    chan = Channel(_socket.socket(fileno=int(os.environ.pop("_MOOR_SYNC_FD"))))
     os.set_inheritable(chan.fileno(), False)
     _guarded(chan, _stage, chan)
 
@@ -75,6 +84,7 @@ def _zygote(control: socket.socket) -> NoReturn:
     start per container: the in-process API's whole advantage over the CLI.
     """
     import signal
+    import socket
 
     global _always_fork
     _preload()
@@ -99,7 +109,7 @@ def _zygote(control: socket.socket) -> NoReturn:
             _trace("zygote child")
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             control.close()
-            chan = Channel(socket.socket(fileno=_place_fds(fds, request["targets"])))
+            chan = Channel(_socket.socket(fileno=_place_fds(fds, request["targets"])))
             _always_fork = True
             _guarded(chan, _stage, chan)
         for fd in fds:
@@ -334,7 +344,7 @@ def _container_init(chan: Channel, config: Config, boot: dict[str, Any], process
     # sysctls go through /proc/sys: before readonlyPaths make it read-only.
     rootfs.write_sysctls(linux.get("sysctl", {}))
     if config.get("hostname"):
-        socket.sethostname(config["hostname"])
+        _socket.sethostname(config["hostname"])
     if config.get("domainname"):
         libc.setdomainname(config["domainname"])
     rootfs.mask_paths(linux.get("maskedPaths", ()))
@@ -412,8 +422,12 @@ def _setup_console(console_fd: int | None, process: Config) -> None:
     size = process.get("consoleSize")
     if size:
         tty.set_winsize(master, size["height"], size["width"])
-    with socket.socket(fileno=console_fd) as sock:
-        socket.send_fds(sock, [slave_path.encode()], [master])
+    sock = _socket.socket(fileno=console_fd)
+    try:
+        rights = master.to_bytes(4, sys.byteorder, signed=True)  # one int: struct cmsghdr data
+        sock.sendmsg([slave_path.encode()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+    finally:
+        sock.close()
     os.close(master)
     try:
         if not os.path.exists("/dev/console"):

@@ -1,7 +1,5 @@
 """Mount options as data: parse an OCI mount's option list into what mount(2) takes."""
 
-from typing import NamedTuple
-
 from moorage.errors import InvalidArgument, NotSupported
 from moorage.sys import libc
 
@@ -68,11 +66,34 @@ REMOUNT_FLAGS = (
 )
 
 
-class MountOptions(NamedTuple):
-    flags: int
-    propagation: tuple[int, ...]
-    data: str
-    extensions: frozenset[str]
+class MountOptions:
+    """What one OCI mount's options mean to mount(2). A plain class: this module is
+    imported by every container's init, where NamedTuple would import typing."""
+
+    __slots__ = ("data", "extensions", "flags", "propagation")
+
+    def __init__(
+        self, flags: int, propagation: tuple[int, ...], data: str, extensions: frozenset[str]
+    ) -> None:
+        self.flags = flags
+        self.propagation = propagation
+        self.data = data
+        self.extensions = extensions
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MountOptions) and (
+            (self.flags, self.propagation, self.data, self.extensions)
+            == (other.flags, other.propagation, other.data, other.extensions)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.flags, self.propagation, self.data, self.extensions))
+
+    def __repr__(self) -> str:
+        return (
+            f"MountOptions(flags={self.flags:#x}, propagation={self.propagation}, "
+            f"data={self.data!r}, extensions={set(self.extensions)})"
+        )
 
     @property
     def is_bind(self) -> bool:

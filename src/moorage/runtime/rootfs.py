@@ -16,12 +16,15 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable, Mapping
-from typing import Any
 
 from moorage.errors import FailedPrecondition, InvalidArgument
 from moorage.runtime.mounts import REMOUNT_FLAGS, MountOptions, parse_options, propagation_flag
 from moorage.sys import libc
+
+TYPE_CHECKING = False  # the init imports this module: no typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
 
 _IN_ROOT = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
 

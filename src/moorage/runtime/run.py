@@ -41,8 +41,13 @@ def exit_code(status: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def become_subreaper() -> None:
-    libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+def become_subreaper(on: bool = True) -> None:
+    """Adopt orphaned descendants (containers' inits) so their exit statuses reach us.
+
+    A subreaper must reap what it adopts: a zombie left unreaped keeps its pid
+    namespace, and so the container, from ever finishing.
+    """
+    libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1 if on else 0)
 
 
 def wait_child(pid: int) -> int:

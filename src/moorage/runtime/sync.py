@@ -24,21 +24,26 @@ Messages (``type`` field):
 
 from __future__ import annotations
 
+import _socket
 import marshal
-import socket
-from typing import Any
 
 from moorage.errors import FailedPrecondition
+
+TYPE_CHECKING = False  # the init imports this module: no typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_MESSAGE = 4 * 1024 * 1024
 
 
 class Channel:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
 
     @classmethod
     def pair(cls) -> tuple[Channel, Channel]:
+        import socket
+
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # The bootstrap message carries the whole config, seccomp profile included.
         for s in (a, b):

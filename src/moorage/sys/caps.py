@@ -23,13 +23,18 @@ Kernel errors become :class:`~moorage.errors.FailedPrecondition` naming the call
 ``capset: operation not permitted``.
 """
 
+from __future__ import annotations
+
 import ctypes
 import functools
 import os
-from collections.abc import Iterable
-from typing import Final, NamedTuple
 
 from moorage.errors import FailedPrecondition, InvalidArgument
+
+TYPE_CHECKING = False  # the init imports this module: no typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Final
 
 __all__ = [
     "CAPABILITIES",
@@ -125,12 +130,30 @@ class _CapData(ctypes.Structure):
 _CapDataPair = _CapData * 2
 
 
-class CapSets(NamedTuple):
+class CapSets:
     """A thread's effective, permitted and inheritable sets as 64-bit masks."""
 
-    effective: int
-    permitted: int
-    inheritable: int
+    __slots__ = ("effective", "inheritable", "permitted")
+
+    def __init__(self, effective: int, permitted: int, inheritable: int) -> None:
+        self.effective = effective
+        self.permitted = permitted
+        self.inheritable = inheritable
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CapSets) and (
+            (self.effective, self.permitted, self.inheritable)
+            == (other.effective, other.permitted, other.inheritable)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.effective, self.permitted, self.inheritable))
+
+    def __repr__(self) -> str:
+        return (
+            f"CapSets(effective={self.effective:#x}, permitted={self.permitted:#x}, "
+            f"inheritable={self.inheritable:#x})"
+        )
 
 
 class _Libc:

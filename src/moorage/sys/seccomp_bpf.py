@@ -5,9 +5,14 @@ and keeps the program; the container's init only needs this loader, which costs
 nothing to import and nothing to run but the syscall.
 """
 
+from __future__ import annotations
+
 import ctypes
 import os
-from typing import Final
+
+TYPE_CHECKING = False  # the init imports this module: no typing at run time
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["FILTER_FLAGS", "load"]
 

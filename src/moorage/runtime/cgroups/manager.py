@@ -21,7 +21,6 @@ also keeps a directory in the unified hierarchy (``paths()[""]``) for the proces
 """
 
 import abc
-import logging
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from moorage.errors import (
     NotFound,
     NotSupported,
 )
+from moorage.runtime.cgroups._log import LazyLogger
 from moorage.runtime.cgroups.resources import CgroupResources
 from moorage.sys.cgroupfs import CgroupFS, CgroupMode, CgroupMount
 
@@ -46,7 +46,7 @@ __all__ = [
     "normalize_cgroups_path",
 ]
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 
 # How long freeze, thaw and destroy wait for the kernel before giving up, in seconds.
 DEFAULT_TIMEOUT = 5.0

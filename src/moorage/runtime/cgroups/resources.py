@@ -14,13 +14,13 @@ unified. Other known settings (blockIO throttling, cpu realtime, rdma, network) 
 as ignored; unknown keys are ignored, as the spec requires.
 """
 
-import logging
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from moorage.errors import InvalidArgument
+from moorage.runtime.cgroups._log import LazyLogger
 
 __all__ = [
     "BlockIOResources",
@@ -32,7 +32,7 @@ __all__ = [
     "PidsResources",
 ]
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 
 _PAGE_SIZE = re.compile(r"^[1-9][0-9]*[KMG]B$")
 _CPU_LIST = re.compile(r"^[0-9,\- ]*$")

@@ -10,11 +10,11 @@ hierarchy's directory alongside.
 
 from __future__ import annotations
 
-import logging
 import signal
 from collections.abc import Callable, Mapping
 
 from moorage.errors import FailedPrecondition, InvalidArgument, NotFound, NotSupported
+from moorage.runtime.cgroups._log import LazyLogger
 from moorage.runtime.cgroups.manager import (
     DEFAULT_TIMEOUT,
     CgroupManager,
@@ -39,7 +39,7 @@ from moorage.sys.cgroupfs import CgroupFS
 
 __all__ = ["V1_CONTROLLERS", "V1Manager"]
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 
 # The v1 hierarchies a container gets a directory in, when they are mounted.
 V1_CONTROLLERS = frozenset(

@@ -12,11 +12,11 @@ not load yet; they are logged and skipped so a default Docker-style config still
 
 from __future__ import annotations
 
-import logging
 import signal
 from collections.abc import Callable, Iterable
 
 from moorage.errors import FailedPrecondition, InvalidArgument, NotFound, NotSupported
+from moorage.runtime.cgroups._log import LazyLogger
 from moorage.runtime.cgroups.manager import (
     DEFAULT_TIMEOUT,
     CgroupManager,
@@ -45,7 +45,7 @@ __all__ = [
     "swap_to_v2",
 ]
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 
 # The controllers a container's cgroup gets by default, when the machine has them.
 MANAGED_CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids", "hugetlb")
