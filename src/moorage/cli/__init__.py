@@ -1,0 +1,1 @@
+"""The ``moor`` command line: thin command groups that parse, call and print."""

@@ -1,0 +1,46 @@
+"""``moor``: the user's command line.
+
+Today it reports versions and reaches the OCI runtime; the engine's commands
+(run, ps, images, build...) arrive with the daemon. Command modules are imported
+lazily so that ``moor --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from moorage import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-v", "--version", prog_name="moor")
+def cli() -> None:
+    """Moorage: containers, images and clusters."""
+
+
+@cli.command()
+def version() -> None:
+    """Show the versions of moor and of the pieces it uses."""
+    from moorage.oci.version import OCI_VERSION
+
+    click.echo(f"moor version {__version__}")
+    click.echo(f"OCI runtime spec: {OCI_VERSION}")
+    click.echo(f"python: {sys.version.split()[0]}")
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def runtime(args: tuple[str, ...]) -> None:
+    """Run a moor-runtime (OCI runtime) command: moor runtime run --bundle DIR ID."""
+    from moorage.runtime.cli import main as runtime_main
+
+    runtime_main(list(args))
+
+
+def main() -> None:
+    cli(prog_name="moor")
