@@ -1,0 +1,1 @@
+"""The image store: content blobs, metadata, layer archives, snapshots and GC."""
