@@ -12,12 +12,16 @@ import sys
 import click
 
 from moorage import __version__
+from moorage.errors import MoorageError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-v", "--version", prog_name="moor")
-def cli() -> None:
+@click.option("-H", "--host", envvar="MOOR_HOST", default=None, help="daemon socket (unix://PATH)")
+@click.pass_context
+def cli(ctx: click.Context, host: str | None) -> None:
     """Moorage: containers, images and clusters."""
+    ctx.obj = {"host": host}
 
 
 @cli.command()
@@ -42,5 +46,30 @@ def runtime(args: tuple[str, ...]) -> None:
     runtime_main(list(args))
 
 
+def _register() -> None:
+    from moorage.cli import images
+    from moorage.cli.bootstrap import bootstrap_cmd
+    from moorage.cli.daemon import daemon
+
+    cli.add_command(daemon)
+    cli.add_command(bootstrap_cmd)
+    images.register(cli)
+
+
 def main() -> None:
-    cli(prog_name="moor")
+    _register()
+    try:
+        cli(prog_name="moor", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except MoorageError as exc:
+        click.echo(f"moor: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

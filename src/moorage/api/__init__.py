@@ -1,0 +1,1 @@
+"""The Docker Engine API: the daemon's server routes and the CLI's client."""

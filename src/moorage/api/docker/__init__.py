@@ -1,0 +1,1 @@
+"""Docker Engine API routes served by ``moor daemon``, in Docker's shapes."""

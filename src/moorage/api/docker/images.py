@@ -1,0 +1,140 @@
+"""Image routes, in the Docker Engine API's shapes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from moorage.api.docker.server import ENGINE, Routes, json_response
+from moorage.api.docker.streams import body_of, stream_bytes, stream_json_lines
+from moorage.errors import InvalidArgument, NotSupported
+
+routes = Routes()
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes")
+
+
+def _filters(request: web.Request) -> dict[str, list[str]]:
+    raw = request.query.get("filters")
+    if not raw:
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"invalid filters: {raw}") from exc
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"invalid filters: {raw}")
+    # Docker accepts {"key": ["v"]} and the older {"key": {"v": true}}.
+    return {k: list(v) if isinstance(v, list | dict) else [str(v)] for k, v in data.items()}
+
+
+@routes.add("GET", "/images/json")
+async def list_images(request: web.Request) -> web.StreamResponse:
+    images = request.app[ENGINE].images
+    data = await asyncio.to_thread(
+        images.list_images, all_images=_flag(request, "all"), filters=_filters(request)
+    )
+    return json_response(data)
+
+
+@routes.add("GET", "/images/{name:.+}/json")
+async def inspect_image(request: web.Request) -> web.StreamResponse:
+    images = request.app[ENGINE].images
+    return json_response(await asyncio.to_thread(images.inspect, request.match_info["name"]))
+
+
+@routes.add("GET", "/images/{name:.+}/history")
+async def image_history(request: web.Request) -> web.StreamResponse:
+    images = request.app[ENGINE].images
+    return json_response(await asyncio.to_thread(images.history, request.match_info["name"]))
+
+
+@routes.add("POST", "/images/{name:.+}/tag")
+async def tag_image(request: web.Request) -> web.StreamResponse:
+    images = request.app[ENGINE].images
+    repo = request.query.get("repo", "")
+    if not repo:
+        raise InvalidArgument("tag: repo is required")
+    await asyncio.to_thread(
+        images.tag, request.match_info["name"], repo, request.query.get("tag") or None
+    )
+    return web.Response(status=201)
+
+
+@routes.add("DELETE", "/images/{name:.+}")
+async def remove_image(request: web.Request) -> web.StreamResponse:
+    images = request.app[ENGINE].images
+    result = await asyncio.to_thread(
+        images.remove,
+        request.match_info["name"],
+        force=_flag(request, "force"),
+        prune=not _flag(request, "noprune"),
+    )
+    return json_response(result)
+
+
+@routes.add("POST", "/images/prune")
+async def prune_images(request: web.Request) -> web.StreamResponse:
+    images = request.app[ENGINE].images
+    filters = _filters(request)
+    dangling = filters.get("dangling", ["true"])
+    all_images = dangling and dangling[0] in ("false", "0")
+    return json_response(await asyncio.to_thread(images.prune, all_images=bool(all_images)))
+
+
+@routes.add("POST", "/images/load")
+async def load_images(request: web.Request) -> web.StreamResponse:
+    images = request.app[ENGINE].images
+    body = body_of(request)
+
+    def produce() -> Any:
+        for name in images.load(body):
+            yield {"stream": f"Loaded image: {name}\n"}
+
+    return await stream_json_lines(request, produce)
+
+
+@routes.add("GET", "/images/get")
+async def save_images(request: web.Request) -> web.StreamResponse:
+    images = request.app[ENGINE].images
+    names = request.query.getall("names", [])
+    if not names:
+        raise InvalidArgument("save: no image names given")
+    fmt = request.query.get("format", "docker")
+    await asyncio.to_thread(images.check_exist, names)
+    return await stream_bytes(request, lambda: images.save(names, fmt=fmt))
+
+
+@routes.add("GET", "/images/{name:.+}/get")
+async def save_image(request: web.Request) -> web.StreamResponse:
+    images = request.app[ENGINE].images
+    names = [request.match_info["name"]]
+    await asyncio.to_thread(images.check_exist, names)
+    fmt = request.query.get("format", "docker")
+    return await stream_bytes(request, lambda: images.save(names, fmt=fmt))
+
+
+@routes.add("POST", "/images/create")
+async def create_image(request: web.Request) -> web.StreamResponse:
+    images = request.app[ENGINE].images
+    if request.query.get("fromImage"):
+        raise NotSupported("pulling images from a registry is not supported yet")
+    source = request.query.get("fromSrc")
+    if source != "-":
+        raise InvalidArgument("create: fromSrc=- (the request body) is the only import source")
+    repo = request.query.get("repo") or None
+    tag = request.query.get("tag") or None
+    message = request.query.get("message", "")
+    changes = request.query.getall("changes", [])
+    body = body_of(request)
+
+    def produce() -> Any:
+        image_id = images.import_rootfs(body, repo=repo, tag=tag, message=message, changes=changes)
+        yield {"status": image_id}
+
+    return await stream_json_lines(request, produce)

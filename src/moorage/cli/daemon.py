@@ -1,0 +1,31 @@
+"""``moor daemon``: run the engine in the foreground."""
+
+from __future__ import annotations
+
+import click
+
+from moorage.api.hosts import DEFAULT_EXEC_ROOT, DEFAULT_HOST, DEFAULT_ROOT
+
+
+@click.command()
+@click.option("-H", "--host", default=DEFAULT_HOST, show_default=True, help="socket to listen on")
+@click.option("--root", default=DEFAULT_ROOT, show_default=True, help="state directory")
+@click.option("--exec-root", default=DEFAULT_EXEC_ROOT, show_default=True, help="runtime state")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def daemon(host: str, root: str, exec_root: str, log_level: str) -> None:
+    """Run the Moorage engine: the Docker Engine API on a unix socket."""
+    import asyncio
+    import logging
+
+    from moorage.api.docker.server import EngineConfig, serve
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(EngineConfig(root=root, exec_root=exec_root, host=host)))

@@ -1,0 +1,1 @@
+"""The engine: images, containers, volumes, networks; what the daemon serves."""

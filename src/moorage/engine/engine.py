@@ -1,0 +1,70 @@
+"""The engine: one object per daemon that owns the services and their state."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+from moorage import __version__
+from moorage.engine.config import EngineConfig
+
+
+class Engine:
+    """Holds the services; created off the event loop (opening the store does I/O)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        from moorage.engine.images import ImageService
+
+        self.config = config
+        os.makedirs(config.root, mode=0o711, exist_ok=True)
+        self.images = ImageService(config.root)
+
+    def info(self) -> dict[str, Any]:
+        images = self.images.list_images(all_images=True)
+        return {
+            "ID": "moorage",
+            "Containers": 0,
+            "ContainersRunning": 0,
+            "ContainersPaused": 0,
+            "ContainersStopped": 0,
+            "Images": len(images),
+            "Driver": self.images.snapshotter_name,
+            "DockerRootDir": self.config.root,
+            "OperatingSystem": _os_name(),
+            "OSType": "linux",
+            "Architecture": platform.machine(),
+            "KernelVersion": platform.release(),
+            "NCPU": os.cpu_count() or 1,
+            "MemTotal": _mem_total(),
+            "Name": platform.node(),
+            "ServerVersion": __version__,
+            "CgroupDriver": "cgroupfs",
+            "DefaultRuntime": "moor-runtime",
+            "SecurityOptions": ["name=seccomp,profile=builtin"],
+        }
+
+    def close(self) -> None:
+        self.images.close()
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def _mem_total() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -1,0 +1,515 @@
+"""The images service: names, manifests and configs over the content store.
+
+An image is a name in the metadata DB pointing at a manifest (or an index) in the
+content store; its id, as Docker shows it, is the digest of its config. Layers
+are unpacked once into snapshots named by their chain id, shared by every image
+that has them. Everything that writes blobs does so under a lease, so a crash
+half-way leaves only garbage that the collector removes, never a broken image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import IO, Any, NamedTuple
+
+from moorage.engine import formats
+from moorage.engine.changes import apply_changes
+from moorage.errors import Conflict, InvalidArgument, MoorageError, NotFound
+from moorage.oci.descriptor import Descriptor
+from moorage.oci.digest import Digest, parse_digest
+from moorage.oci.image import (
+    ContainerConfig,
+    History,
+    ImageConfig,
+    Manifest,
+    RootFS,
+    chain_ids,
+    parse_any,
+    parse_image_config,
+    referenced_digests,
+)
+from moorage.oci.platform import host_platform, select_manifest
+from moorage.oci.reference import Reference, parse_reference
+from moorage.store import archive, gc
+from moorage.store.content import ContentStore
+from moorage.store.leases import Leases
+from moorage.store.metadata import ImageRecord, MetadataDB
+from moorage.store.snapshots import new_snapshotter
+
+log = logging.getLogger(__name__)
+
+# A content label on a compressed layer blob: its uncompressed size, known once the
+# layer has been hashed; `save` needs it to write the tar header before the data.
+UNCOMPRESSED_SIZE = "moorage.uncompressed.size"
+DANGLING_PREFIX = "sha256:"  # an untagged image is recorded under its manifest digest
+
+
+class Resolved(NamedTuple):
+    """An image as the service works with it."""
+
+    records: tuple[ImageRecord, ...]  # every name that points at this image
+    manifest_digest: Digest
+    manifest: Manifest
+    config_digest: Digest
+    config: ImageConfig
+
+    @property
+    def id(self) -> str:
+        return str(self.config_digest)
+
+
+class ImageService:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.db = MetadataDB(os.path.join(root, "metadata.db"))
+        self.content = ContentStore(root, db=self.db)
+        self.leases = Leases(self.db)
+        self.snapshots = new_snapshotter(root, "auto")
+        self.snapshotter_name = self.snapshots.name
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- resolving names ---------------------------------------------------------
+
+    def _manifest_of(self, record: ImageRecord) -> tuple[Digest, Manifest]:
+        digest = parse_digest(record.digest)
+        doc = parse_any(self.content.read_blob(digest), record.media_type)
+        if isinstance(doc, Manifest):
+            return digest, doc
+        chosen = select_manifest(doc.manifests, host_platform())
+        manifest = parse_any(self.content.read_blob(chosen.digest), chosen.media_type)
+        if not isinstance(manifest, Manifest):
+            raise InvalidArgument(f"{record.name}: index entry {chosen.digest} is not a manifest")
+        return chosen.digest, manifest
+
+    def _resolve_record(self, record: ImageRecord, all_records: list[ImageRecord]) -> Resolved:
+        manifest_digest, manifest = self._manifest_of(record)
+        config = parse_image_config(self.content.read_blob(manifest.config.digest))
+        same = tuple(r for r in all_records if r.digest == record.digest)
+        return Resolved(
+            same or (record,), manifest_digest, manifest, manifest.config.digest, config
+        )
+
+    def resolve(self, name: str) -> Resolved:
+        """An image by name (``busybox``, ``host:5000/a/b:tag``, ``name@digest``) or id prefix."""
+        records = self.db.list_images()
+        wanted = _canonical(name)
+        if wanted is not None:
+            for record in records:
+                if record.name == wanted:
+                    return self._resolve_record(record, records)
+        matches = self._by_id_prefix(name, records)
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise Conflict(f"ambiguous image id prefix: {name}")
+        raise NotFound(f"no such image: {name}")
+
+    def _by_id_prefix(self, name: str, records: list[ImageRecord]) -> list[Resolved]:
+        prefix = name.removeprefix("sha256:")
+        if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+            return []
+        found: dict[str, Resolved] = {}
+        for record in records:
+            try:
+                image = self._resolve_record(record, records)
+            except MoorageError:
+                continue
+            if image.config_digest.hex.startswith(prefix):
+                found[image.id] = image
+        return list(found.values())
+
+    def images(self) -> list[Resolved]:
+        records = self.db.list_images()
+        seen: dict[str, Resolved] = {}
+        for record in records:
+            if record.digest in seen:
+                continue
+            try:
+                seen[record.digest] = self._resolve_record(record, records)
+            except MoorageError as exc:
+                log.warning("image %s is unreadable: %s", record.name, exc)
+        return list(seen.values())
+
+    def check_exist(self, names: list[str]) -> None:
+        for name in names:
+            self.resolve(name)
+
+    # --- Docker-shaped views ---------------------------------------------------------
+
+    def _size(self, image: Resolved) -> int:
+        total = 0
+        for layer in image.manifest.layers:
+            labels = self._labels(layer.digest)
+            total += int(labels.get(UNCOMPRESSED_SIZE, layer.size))
+        return total
+
+    def _labels(self, digest: Digest) -> dict[str, str]:
+        try:
+            return dict(self.content.info(digest).labels)
+        except NotFound:
+            return {}
+
+    def summary(self, image: Resolved) -> dict[str, Any]:
+        tags = sorted(_familiar(r.name) for r in image.records if not _dangling(r.name))
+        digests = sorted(
+            f"{_repo(r.name)}@{r.digest}" for r in image.records if not _dangling(r.name)
+        )
+        config = image.config
+        return {
+            "Id": image.id,
+            "ParentId": "",
+            "RepoTags": tags,
+            "RepoDigests": digests,
+            "Created": _unix(config.created),
+            "Size": self._size(image),
+            "SharedSize": -1,
+            "VirtualSize": self._size(image),
+            "Labels": dict(config.config.labels) if config.config else {},
+            "Containers": -1,
+        }
+
+    def list_images(
+        self, *, all_images: bool = False, filters: dict[str, list[str]] | None = None
+    ) -> list[dict[str, Any]]:
+        out = [self.summary(image) for image in self.images()]
+        for key, values in (filters or {}).items():
+            if key == "dangling":
+                want = values[0] in ("true", "1")
+                out = [s for s in out if (not s["RepoTags"]) == want]
+            elif key == "reference":
+                out = [s for s in out if any(_matches(t, values) for t in s["RepoTags"])]
+            elif key == "label":
+                out = [s for s in out if all(_has_label(s["Labels"], v) for v in values)]
+            else:
+                raise InvalidArgument(f"invalid filter: {key}")
+        return sorted(out, key=lambda s: -int(s["Created"]))
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        image = self.resolve(name)
+        summary = self.summary(image)
+        config = image.config
+        return {
+            "Id": image.id,
+            "RepoTags": summary["RepoTags"],
+            "RepoDigests": summary["RepoDigests"],
+            "Parent": "",
+            "Comment": config.history[-1].comment if config.history else "",
+            "Created": config.created or "",
+            "DockerVersion": "",
+            "Author": config.author or "",
+            "Config": formats.docker_container_config(config.config),
+            "Architecture": config.architecture,
+            "Variant": config.variant or "",
+            "Os": config.os,
+            "Size": summary["Size"],
+            "GraphDriver": {"Name": self.snapshotter_name, "Data": None},
+            "RootFS": {"Type": "layers", "Layers": [str(d) for d in config.rootfs.diff_ids]},
+            "Metadata": {"LastTagTime": ""},
+            "Descriptor": {
+                "mediaType": image.records[0].media_type,
+                "digest": image.records[0].digest,
+                "size": image.records[0].size,
+            },
+        }
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        image = self.resolve(name)
+        sizes = [
+            int(self._labels(layer.digest).get(UNCOMPRESSED_SIZE, layer.size))
+            for layer in image.manifest.layers
+        ]
+        rows: list[dict[str, Any]] = []
+        layer = 0
+        history = image.config.history or tuple(
+            History(created=image.config.created, created_by="", comment="")
+            for _ in image.manifest.layers
+        )
+        for entry in history:
+            size = 0
+            if not entry.empty_layer and layer < len(sizes):
+                size = sizes[layer]
+                layer += 1
+            rows.append(
+                {
+                    "Id": "<missing>",
+                    "Created": _unix(entry.created),
+                    "CreatedBy": entry.created_by or "",
+                    "Tags": None,
+                    "Size": size,
+                    "Comment": entry.comment or "",
+                }
+            )
+        rows.reverse()
+        if rows:
+            rows[0]["Id"] = image.id
+            rows[0]["Tags"] = self.summary(image)["RepoTags"] or None
+        return rows
+
+    # --- names -------------------------------------------------------------------
+
+    def tag(self, source: str, repo: str, tag: str | None) -> str:
+        image = self.resolve(source)
+        ref = parse_reference(f"{repo}:{tag}" if tag else repo)
+        if ref.digest is not None:
+            raise InvalidArgument(f"tag: refusing to create a tag with a digest: {repo}")
+        record = image.records[0]
+        now = datetime.now(UTC)
+        self.db.put_image(
+            ImageRecord(str(ref), record.media_type, record.digest, record.size, now, now, {})
+        )
+        return ref.familiar()
+
+    def remove(self, name: str, *, force: bool = False, prune: bool = True) -> list[dict[str, str]]:
+        image = self.resolve(name)
+        wanted = _canonical(name)
+        by_name = [r for r in image.records if r.name == wanted]
+        deleted: list[dict[str, str]] = []
+        if by_name:
+            self.db.delete_image(by_name[0].name)
+            deleted.append({"Untagged": _familiar(by_name[0].name)})
+            remaining = [r for r in image.records if r.name != by_name[0].name]
+        else:
+            tagged = [r for r in image.records if not _dangling(r.name)]
+            if len(tagged) > 1 and not force:
+                raise Conflict(
+                    f"unable to delete {name} (must be forced) - image is referenced in "
+                    "multiple repositories"
+                )
+            for record in image.records:
+                self.db.delete_image(record.name)
+                if not _dangling(record.name):
+                    deleted.append({"Untagged": _familiar(record.name)})
+            remaining = []
+        if not remaining:
+            deleted.append({"Deleted": image.id})
+            if prune:
+                self.collect_garbage()
+        return deleted
+
+    def prune(self, *, all_images: bool = False) -> dict[str, Any]:
+        removed: list[dict[str, str]] = []
+        for image in self.images():
+            dangling = all(_dangling(r.name) for r in image.records)
+            if dangling or all_images:
+                for record in image.records:
+                    self.db.delete_image(record.name)
+                    if not _dangling(record.name):
+                        removed.append({"Untagged": _familiar(record.name)})
+                removed.append({"Deleted": image.id})
+        freed = self.collect_garbage() if removed else 0
+        return {"ImagesDeleted": removed or None, "SpaceReclaimed": freed}
+
+    def collect_garbage(self) -> int:
+        result = gc.collect(
+            self.db,
+            self.content,
+            references=referenced_digests_of,
+            snapshots=self.snapshots,
+            snapshot_roots_of=self._snapshot_roots,
+        )
+        return int(result.bytes_freed)
+
+    def _snapshot_roots(self, record: ImageRecord, read_blob: Any) -> list[str]:
+        try:
+            _, manifest = self._manifest_of(record)
+            config = parse_image_config(read_blob(manifest.config.digest))
+        except MoorageError:
+            return []
+        return [str(c) for c in chain_ids(list(config.rootfs.diff_ids))]
+
+    # --- unpacking -----------------------------------------------------------------
+
+    def unpack(self, image: Resolved) -> str:
+        """Make sure every layer is a committed snapshot; return the top chain id."""
+        diff_ids = list(image.config.rootfs.diff_ids)
+        if len(diff_ids) != len(image.manifest.layers):
+            raise InvalidArgument(
+                f"image {image.id}: {len(image.manifest.layers)} layers but "
+                f"{len(diff_ids)} diff_ids"
+            )
+        parent: str | None = None
+        layers = zip(image.manifest.layers, diff_ids, chain_ids(diff_ids), strict=True)
+        for layer, diff_id, chain in layers:
+            if not self._committed(str(chain)):
+                self._unpack_layer(layer, diff_id, str(chain), parent)
+            parent = str(chain)
+        return parent or ""
+
+    def _committed(self, key: str) -> bool:
+        try:
+            return bool(self.snapshots.stat(key).kind == "committed")
+        except NotFound:
+            return False
+
+    def _unpack_layer(
+        self, layer: Descriptor, diff_id: Digest, chain: str, parent: str | None
+    ) -> None:
+        """Extract one layer into a new snapshot, committed as ``chain`` once verified."""
+        key = f"extract-{uuid.uuid4().hex} {chain}"
+        self.snapshots.prepare(key, parent)
+        try:
+            with self.content.reader(layer.digest) as raw:
+                stream = archive.LayerStream(raw)
+                archive.apply_layer(
+                    stream.uncompressed(),
+                    self.snapshots.writable_dir(key),
+                    whiteouts=self.snapshots.whiteout_mode,
+                )
+                stream.drain()
+            if stream.diff_id != diff_id:
+                raise InvalidArgument(
+                    f"layer {layer.digest}: content does not match its diff_id: "
+                    f"expected {diff_id}, got {stream.diff_id}"
+                )
+            self.snapshots.commit(chain, key)
+        except BaseException:
+            self.snapshots.remove(key)
+            raise
+        self.content.set_labels(layer.digest, {UNCOMPRESSED_SIZE: str(stream.uncompressed_size)})
+
+    # --- import, load, save ------------------------------------------------------------
+
+    def import_rootfs(
+        self,
+        source: IO[bytes],
+        *,
+        repo: str | None = None,
+        tag: str | None = None,
+        message: str = "",
+        changes: list[str] | None = None,
+    ) -> str:
+        """A root filesystem tarball (optionally compressed) becomes a one-layer image."""
+        ref = parse_reference(f"{repo}:{tag}" if repo and tag else repo) if repo else None
+        with self.leases.lease() as lease:
+            layer = formats.store_layer(self.content, source, lease=lease, leases=self.leases)
+            created = formats.now()
+            config = ImageConfig(
+                created=created,
+                author=None,
+                architecture=host_platform().architecture,
+                os="linux",
+                variant=host_platform().variant,
+                config=apply_changes(ContainerConfig(), changes or []),
+                rootfs=RootFS("layers", (layer.diff_id,)),
+                history=(
+                    History(
+                        created=created,
+                        created_by="moor import",
+                        comment=message or "Imported from -",
+                    ),
+                ),
+            )
+            image = formats.store_image(
+                self.content, config, [layer], lease=lease, leases=self.leases
+            )
+            self.unpack(self._resolve_unnamed(image))
+            name = str(ref) if ref else image.manifest_digest
+            self.db.put_image(image.record(name))
+        return str(image.config_digest)
+
+    def _resolve_unnamed(self, image: formats.StoredImage) -> Resolved:
+        record = image.record(str(image.manifest_digest))
+        return Resolved(
+            (record,), image.manifest_digest, image.manifest, image.config_digest, image.config
+        )
+
+    def load(self, source: IO[bytes]) -> Iterator[str]:
+        """Images from a docker-archive or OCI-layout tar; yields each loaded name."""
+        with self.leases.lease() as lease:
+            loaded = formats.read_archive(self.content, source, lease=lease, leases=self.leases)
+            for stored, names in loaded:
+                self.unpack(self._resolve_unnamed(stored))
+                for name in names or [str(stored.manifest_digest)]:
+                    self.db.put_image(stored.record(name))
+                    yield _familiar(name) if not _dangling(name) else stored.config_digest
+
+    def save(self, names: list[str], fmt: str = "docker") -> Iterator[bytes]:
+        images = [(name, self.resolve(name)) for name in names]
+        if fmt == "oci":
+            return formats.write_oci_layout(self.content, images)
+        if fmt != "docker":
+            raise InvalidArgument(f"unknown save format: {fmt} (want docker or oci)")
+        return formats.write_docker_archive(self.content, images, self._uncompressed_size)
+
+    def _uncompressed_size(self, layer: Descriptor) -> int:
+        labels = self._labels(layer.digest)
+        if UNCOMPRESSED_SIZE in labels:
+            return int(labels[UNCOMPRESSED_SIZE])
+        size = formats.measure_uncompressed(self.content, layer)
+        self.content.set_labels(layer.digest, {UNCOMPRESSED_SIZE: str(size)})
+        return size
+
+    # --- disk usage ------------------------------------------------------------------
+
+    def disk_usage(self) -> dict[str, Any]:
+        summaries = self.list_images(all_images=True)
+        layers = sum(info.size for info in self.content.walk())
+        for s in summaries:
+            s["Containers"] = 0
+        return {
+            "LayersSize": layers,
+            "Images": summaries,
+            "Containers": [],
+            "Volumes": [],
+            "BuildCache": [],
+        }
+
+
+def referenced_digests_of(media_type: str, raw: bytes) -> list[str]:
+    return [str(d) for d in referenced_digests(raw, media_type or None)]
+
+
+def _canonical(name: str) -> str | None:
+    try:
+        return str(parse_reference(name))
+    except InvalidArgument:
+        return None
+
+
+def _dangling(name: str) -> bool:
+    return name.startswith(DANGLING_PREFIX)
+
+
+def _familiar(name: str) -> str:
+    try:
+        return parse_reference(name).familiar()
+    except InvalidArgument:
+        return name
+
+
+def _repo(name: str) -> str:
+    ref: Reference = parse_reference(name)
+    return ref.familiar().rsplit(":", 1)[0] if ref.tag else ref.familiar().split("@")[0]
+
+
+def _matches(tag: str, patterns: list[str]) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatch(tag, p) or fnmatch.fnmatch(tag.split(":")[0], p) for p in patterns)
+
+
+def _has_label(labels: dict[str, str], want: str) -> bool:
+    key, sep, value = want.partition("=")
+    return key in labels and (not sep or labels[key] == value)
+
+
+def _unix(created: str | None) -> int:
+    if not created:
+        return 0
+    from datetime import datetime
+
+    try:
+        text = created.replace("Z", "+00:00")
+        if "." in text:  # Python accepts at most microseconds
+            head, rest = text.split(".", 1)
+            frac, sep, tz = rest.partition("+")
+            text = f"{head}.{frac[:6]}{sep}{tz}"
+        return int(datetime.fromisoformat(text).timestamp())
+    except ValueError:
+        return 0
