@@ -207,10 +207,11 @@ def _read_member(
         if name not in ("manifest.json", "index.json", "repositories", "oci-layout"):
             blobs[name] = _store_bytes(content, raw, lease, leases)  # a legacy config
         return
-    if name.endswith("/layer.tar"):
-        digest, _ = content.write_blob(data)
-        _protect(leases, lease, digest)
-        blobs[name] = parse_digest(digest)
+    # Any other file may be a layer: "<id>/layer.tar" (legacy docker), "<hex>.tar"
+    # (skopeo). Stored now, streamed; one that no manifest names is garbage later.
+    digest, _ = content.write_blob(data)
+    _protect(leases, lease, digest)
+    blobs[name] = parse_digest(digest)
 
 
 def _layer_descriptor(content: ContentStore, digest: Digest) -> tuple[Descriptor, Digest, int]:
