@@ -13,7 +13,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any, NamedTuple
 
 from moorage.engine import formats
@@ -72,6 +72,7 @@ class ImageService:
         self.snapshotter_name = self.snapshots.name
 
     def close(self) -> None:
+        self.snapshots.close()
         self.db.close()
 
     # --- resolving names ---------------------------------------------------------
@@ -305,13 +306,18 @@ class ImageService:
         freed = self.collect_garbage() if removed else 0
         return {"ImagesDeleted": removed or None, "SpaceReclaimed": freed}
 
-    def collect_garbage(self) -> int:
+    def collect_garbage(self, ingest_max_age: timedelta = timedelta(hours=24)) -> int:
+        """Remove what no image, lease or root holds; partial writes older than the age.
+
+        Partial writes are kept for a while so an interrupted transfer can resume.
+        """
         result = gc.collect(
             self.db,
             self.content,
             references=referenced_digests_of,
             snapshots=self.snapshots,
             snapshot_roots_of=self._snapshot_roots,
+            ingest_max_age=ingest_max_age,
         )
         return int(result.bytes_freed)
 
