@@ -214,23 +214,21 @@ def _read_member(
     blobs[name] = parse_digest(digest)
 
 
-def _layer_descriptor(content: ContentStore, digest: Digest) -> tuple[Descriptor, Digest, int]:
-    """Describe a layer blob found in an archive: its compression, diff_id, sizes."""
+def _layer_descriptor(content: ContentStore, digest: Digest) -> Descriptor:
+    """Describe a layer blob found in an archive from its first bytes: no decompression.
+
+    Its diff_id is checked against the config when it is unpacked, which reads it
+    once anyway.
+    """
     size = content.info(digest).size
     with content.reader(digest) as raw:
-        stream = archive.LayerStream(raw)
-        stream.drain()
-    compression = stream.compression
+        compression = archive.detect_compression(raw.read(512))
     media_type = {
         None: mt.OCI_LAYER,
         "gzip": mt.OCI_LAYER_GZIP,
         "zstd": mt.OCI_LAYER_ZSTD,
     }[compression]
-    return (
-        Descriptor(media_type, digest, size),
-        parse_digest(str(stream.diff_id)),
-        (stream.uncompressed_size),
-    )
+    return Descriptor(media_type, digest, size)
 
 
 def _from_docker_manifest(
@@ -258,16 +256,7 @@ def _from_docker_manifest(
             path = _clean(str(layer_path))
             if path not in blobs:
                 raise InvalidArgument(f"load: {where}: layer {path!r} is not in the archive")
-            descriptor, diff_id, unpacked = _layer_descriptor(content, blobs[path])
-            content.set_labels(descriptor.digest, {"moorage.uncompressed.size": str(unpacked)})
-            layers.append(descriptor)
-            if len(layers) <= len(config.rootfs.diff_ids) and (
-                config.rootfs.diff_ids[len(layers) - 1] != diff_id
-            ):
-                raise InvalidArgument(
-                    f"load: {where}: layer {path!r} does not match the config's diff_id "
-                    f"{config.rootfs.diff_ids[len(layers) - 1]}"
-                )
+            layers.append(_layer_descriptor(content, blobs[path]))
         if len(layers) != len(config.rootfs.diff_ids):
             raise InvalidArgument(
                 f"load: {where}: {len(layers)} layers but the config lists "
