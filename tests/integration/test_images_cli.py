@@ -159,3 +159,42 @@ def test_prune_and_disk_usage(daemon: Daemon, tmp_path: Path) -> None:
     assert daemon.moor("images", "-a", "-f", "dangling=true", "-q").stdout == b""
     daemon.moor("image", "prune", "-a", "-f")
     assert daemon.moor("images", "-q").stdout == b""
+
+
+def test_a_layer_may_hardlink_to_a_file_of_a_lower_layer(daemon: Daemon, tmp_path: Path) -> None:
+    def layer(entries: list[tarfile.TarInfo], data: dict[str, bytes]) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for info in entries:
+                payload = data.get(info.name)
+                tar.addfile(info, io.BytesIO(payload) if payload is not None else None)
+        return buf.getvalue()
+
+    orig = tarfile.TarInfo("data/orig")
+    orig.size = 5
+    link = tarfile.TarInfo("data/link")
+    link.type, link.linkname = tarfile.LNKTYPE, "data/orig"
+    lower = layer([orig], {"data/orig": b"hello"})
+    upper = layer([link], {})
+    import hashlib
+
+    diff_ids = [f"sha256:{hashlib.sha256(t).hexdigest()}" for t in (lower, upper)]
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    ).encode()
+    archive = tmp_path / "links.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, payload in (("l0.tar", lower), ("l1.tar", upper), ("config.json", config)):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        manifest = json.dumps(
+            [{"Config": "config.json", "RepoTags": ["links:1"], "Layers": ["l0.tar", "l1.tar"]}]
+        ).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    daemon.moor("load", "-i", str(archive))
+    found = [p for p in (daemon.root / "snapshots").glob("*/fs/data/link")]
+    assert found, "the upper layer's link was not extracted"
+    assert found[0].read_bytes() == b"hello"

@@ -38,7 +38,7 @@ from moorage.store import archive, gc
 from moorage.store.content import ContentStore
 from moorage.store.leases import Leases
 from moorage.store.metadata import ImageRecord, MetadataDB
-from moorage.store.snapshots import new_snapshotter
+from moorage.store.snapshots import mounted, new_snapshotter
 
 log = logging.getLogger(__name__)
 
@@ -358,16 +358,19 @@ class ImageService:
     ) -> None:
         """Extract one layer into a new snapshot, committed as ``chain`` once verified."""
         key = f"extract-{uuid.uuid4().hex} {chain}"
-        self.snapshots.prepare(key, parent)
+        mounts = self.snapshots.prepare(key, parent)
         try:
-            with self.content.reader(layer.digest) as raw:
-                stream = archive.LayerStream(raw)
-                archive.apply_layer(
-                    stream.uncompressed(),
-                    self.snapshots.writable_dir(key),
-                    whiteouts=self.snapshots.whiteout_mode,
+            try:
+                stream = self._extract(
+                    layer, self.snapshots.writable_dir(key), self.snapshots.whiteout_mode
                 )
-                stream.drain()
+            except archive.LinkBelowLayer:
+                # A hardlink into a lower layer: start again through the mounted
+                # overlay, where the kernel resolves it (slower, so not the default).
+                self.snapshots.remove(key)
+                mounts = self.snapshots.prepare(key, parent)
+                with mounted(mounts) as target:
+                    stream = self._extract(layer, target, "delete")
             if stream.diff_id != diff_id:
                 raise InvalidArgument(
                     f"layer {layer.digest}: content does not match its diff_id: "
@@ -378,6 +381,13 @@ class ImageService:
             self.snapshots.remove(key)
             raise
         self.content.set_labels(layer.digest, {UNCOMPRESSED_SIZE: str(stream.uncompressed_size)})
+
+    def _extract(self, layer: Descriptor, target: str, whiteouts: Any) -> archive.LayerStream:
+        with self.content.reader(layer.digest) as raw:
+            stream = archive.LayerStream(raw)
+            archive.apply_layer(stream.uncompressed(), target, whiteouts=whiteouts)
+            stream.drain()
+        return stream
 
     # --- import, load, save ------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from moorage.store.archive_apply import (
     OVERLAY_OPAQUE_XATTR,
     WHITEOUT_PREFIX,
     ApplyStats,
+    LinkBelowLayer,
     Whiteouts,
     apply_layer,
     is_private,
@@ -50,6 +51,7 @@ from moorage.store.compression import (
 )
 
 __all__ = [
+    "LinkBelowLayer",
     "DEFAULT_LEVELS",
     "OPAQUE_MARKER",
     "OVERLAY_OPAQUE_XATTR",

@@ -182,6 +182,15 @@ def is_private(path: str) -> bool:
         current = parent
 
 
+class LinkBelowLayer(InvalidArgument):
+    """A hardlink whose target is not in the layer, extracted into a bare upper dir.
+
+    Legitimate when the target comes from a lower layer: the caller can extract
+    the layer through the mounted overlay instead, where the kernel copies the
+    target up.
+    """
+
+
 @dataclass(frozen=True)
 class ApplyStats:
     """What :func:`apply_layer` wrote: entries made (whiteouts excluded), file bytes."""
@@ -596,8 +605,13 @@ class _Extractor:
             os.close(source_dir)
         return True
 
-    @staticmethod
-    def _no_link_target(member: tarfile.TarInfo) -> InvalidArgument:
+    def _no_link_target(self, member: tarfile.TarInfo) -> InvalidArgument:
+        if self.whiteouts == "overlay":
+            # An upper dir holds only this layer: the target may be in a lower one.
+            return LinkBelowLayer(
+                f"layer entry {member.name}: hardlink target not found in this layer: "
+                f"{member.linkname}"
+            )
         return InvalidArgument(
             f"layer entry {member.name}: hardlink target not found: {member.linkname}"
         )
