@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +199,13 @@ def test_a_layer_may_hardlink_to_a_file_of_a_lower_layer(daemon: Daemon, tmp_pat
     found = [p for p in (daemon.root / "snapshots").glob("*/fs/data/link")]
     assert found, "the upper layer's link was not extracted"
     assert found[0].read_bytes() == b"hello"
+
+
+@pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="mmdebstrap is not installed")
+def test_bootstrap_debian_with_extra_packages(daemon: Daemon) -> None:
+    daemon.moor("bootstrap", "debian:bookworm", "--include", "ca-certificates")
+    info = _inspect(daemon, "debian:bookworm")
+    assert info["Config"]["Cmd"] == ["bash"]  # type: ignore[index]
+    roots = [p.parents[2] for p in (daemon.root / "snapshots").glob("*/fs/usr/bin/bash")]
+    assert roots, "bash is not in the image"
+    assert (roots[0] / "etc" / "ssl" / "certs").is_dir()  # --include was honoured
