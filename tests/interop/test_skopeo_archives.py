@@ -86,3 +86,23 @@ def test_moor_loads_what_skopeo_copies(daemon: Daemon, tmp_path: Path, target: s
     after = moor_config(daemon, "copied/busybox:skopeo")
     assert after == before  # same config digest, same diff_ids
     daemon.moor("rmi", "copied/busybox:skopeo")
+
+
+def test_moor_loads_zstd_layers(daemon: Daemon, tmp_path: Path) -> None:
+    source = tmp_path / "source.tar"
+    daemon.moor("save", "-o", str(source), "busybox")
+    copied = tmp_path / "zstd.tar"
+    skopeo(
+        "copy",
+        "--dest-compress-format",
+        "zstd",
+        f"docker-archive:{source}",
+        f"oci-archive:{copied}:zstd/busybox:1",
+    )
+    manifest = skopeo("inspect", "--raw", f"oci-archive:{copied}")
+    if isinstance(manifest, str):
+        manifest = json.loads(manifest)
+    assert manifest["layers"][0]["mediaType"].endswith("+zstd")
+    daemon.moor("load", "-i", str(copied))
+    assert moor_config(daemon, "zstd/busybox:1")[1] == moor_config(daemon, "busybox")[1]
+    daemon.moor("rmi", "zstd/busybox:1")
