@@ -58,6 +58,7 @@ test: install lint typecheck
 
 bench: install
 	$(VENV)/bin/python bench/runtime_start.py
+	$(VENV)/bin/python bench/images.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
