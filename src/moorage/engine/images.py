@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 # layer has been hashed; `save` needs it to write the tar header before the data.
 UNCOMPRESSED_SIZE = "moorage.uncompressed.size"
 DANGLING_PREFIX = "sha256:"  # an untagged image is recorded under its manifest digest
+# The engine's leases carry this label; see ImageService._drop_stale_leases.
+ENGINE_LEASE_KEY = "moorage.lease.owner"
+ENGINE_LEASE = {ENGINE_LEASE_KEY: "engine"}
 
 
 class Resolved(NamedTuple):
@@ -70,6 +73,17 @@ class ImageService:
         self.leases = Leases(self.db)
         self.snapshots = new_snapshotter(root, "auto")
         self.snapshotter_name = self.snapshots.name
+        self._drop_stale_leases()
+
+    def _drop_stale_leases(self) -> None:
+        """Leases left by an engine that died mid-operation protect only garbage.
+
+        One engine owns a store, and nothing of this one is in flight while it
+        opens: every engine lease found now belongs to a predecessor.
+        """
+        for lease in self.leases.list_leases():
+            if lease.labels.get(ENGINE_LEASE_KEY) == ENGINE_LEASE[ENGINE_LEASE_KEY]:
+                self.leases.delete(lease)
 
     def close(self) -> None:
         self.snapshots.close()
@@ -402,7 +416,7 @@ class ImageService:
     ) -> str:
         """A root filesystem tarball (optionally compressed) becomes a one-layer image."""
         ref = parse_reference(f"{repo}:{tag}" if repo and tag else repo) if repo else None
-        with self.leases.lease() as lease:
+        with self.leases.lease(labels=ENGINE_LEASE) as lease:
             layer = formats.store_layer(self.content, source, lease=lease, leases=self.leases)
             created = formats.now()
             config = ImageConfig(
@@ -437,7 +451,7 @@ class ImageService:
 
     def load(self, source: IO[bytes]) -> Iterator[str]:
         """Images from a docker-archive or OCI-layout tar; yields each loaded name."""
-        with self.leases.lease() as lease:
+        with self.leases.lease(labels=ENGINE_LEASE) as lease:
             loaded = formats.read_archive(self.content, source, lease=lease, leases=self.leases)
             for stored, names in loaded:
                 self.unpack(self._resolve_unnamed(stored))
