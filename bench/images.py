@@ -30,7 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+import dockerd  # noqa: E402
 from daemon import Daemon  # noqa: E402
+from dockerd import DockerDaemon  # noqa: E402
 
 
 def _layer(rng: random.Random, size: int, index: int) -> bytes:
@@ -103,6 +105,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="moorage-bench-images-"))
     daemon = Daemon(work / "moor")
+    docker_daemon: DockerDaemon | None = None
     daemon.base.mkdir()
     try:
         archive = work / "big.tar"
@@ -112,10 +115,10 @@ def main() -> int:
         assert daemon.proc is not None
         times: dict[str, list[float]] = {}
         have_skopeo = shutil.which("skopeo") is not None
-        have_docker = (
-            shutil.which("docker") is not None
-            and subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
-        )
+        if dockerd.available():
+            docker_daemon = DockerDaemon(work / "dockerd")
+            docker_daemon.start()
+        have_docker = docker_daemon is not None
         for i in range(args.runs):
             out = work / f"saved{i}.tar"
             times.setdefault("moor load (+unpack)", []).append(
@@ -158,14 +161,16 @@ def main() -> int:
                 shutil.rmtree(layout)
                 back.unlink()
             if have_docker:
+                assert docker_daemon is not None
+                dk = docker_daemon.docker
                 times.setdefault("docker load", []).append(
-                    timed(lambda: run(["docker", "load", "-i", str(archive)]))
+                    timed(lambda: dk("load", "-i", str(archive)) and None)
                 )
                 dout = work / f"docker{i}.tar"
                 times.setdefault("docker save", []).append(
-                    timed(lambda dout=dout: run(["docker", "save", "-o", str(dout), "bench/big:1"]))
+                    timed(lambda dout=dout: dk("save", "-o", str(dout), "bench/big:1") and None)
                 )
-                run(["docker", "rmi", "bench/big:1"])
+                dk("rmi", "bench/big:1")
                 dout.unlink()
         print(f"{'operation':<36}{'median s':>10}{'min':>8}{'max':>8}")
         medians = {}
@@ -183,10 +188,12 @@ def main() -> int:
             ratio("load / docker load:", "moor load (+unpack)", "docker load")
             ratio("save / docker save:", "moor save", "docker save")
         else:
-            print("docker: no daemon answers here; skipped")
+            print("docker: dockerd is not installed; skipped")
         print(f"moor daemon peak RSS: {peak_rss_mb(daemon.proc.pid):.0f} MB")
         return 0
     finally:
+        if docker_daemon is not None:
+            docker_daemon.stop()
         daemon.cleanup()
         shutil.rmtree(work, ignore_errors=True)
         os.sync()

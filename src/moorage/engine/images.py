@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -68,6 +70,7 @@ class Resolved(NamedTuple):
 class ImageService:
     def __init__(self, root: str) -> None:
         self.root = root
+        os.makedirs(root, mode=0o711, exist_ok=True)
         self.db = MetadataDB(os.path.join(root, "metadata.db"))
         self.content = ContentStore(root, db=self.db)
         self.leases = Leases(self.db)
@@ -346,20 +349,86 @@ class ImageService:
     # --- unpacking -----------------------------------------------------------------
 
     def unpack(self, image: Resolved) -> str:
-        """Make sure every layer is a committed snapshot; return the top chain id."""
+        """Make sure every layer is a committed snapshot; return the top chain id.
+
+        On overlay, the missing layers are extracted in parallel into private
+        staging directories (a layer's upper dir does not depend on its parents'
+        content) and then handed to their snapshots in chain order. Writing and
+        hashing release the GIL, so this uses every core.
+        """
         diff_ids = list(image.config.rootfs.diff_ids)
         if len(diff_ids) != len(image.manifest.layers):
             raise InvalidArgument(
                 f"image {image.id}: {len(image.manifest.layers)} layers but "
                 f"{len(diff_ids)} diff_ids"
             )
+        plan: list[tuple[Descriptor, Digest, str, str | None]] = []
         parent: str | None = None
         layers = zip(image.manifest.layers, diff_ids, chain_ids(diff_ids), strict=True)
         for layer, diff_id, chain in layers:
             if not self._committed(str(chain)):
-                self._unpack_layer(layer, diff_id, str(chain), parent)
+                plan.append((layer, diff_id, str(chain), parent))
             parent = str(chain)
+        if len(plan) > 1 and self.snapshots.whiteout_mode == "overlay":
+            self._unpack_staged(plan)
+        else:
+            for layer, diff_id, chain_id, layer_parent in plan:
+                self._unpack_layer(layer, diff_id, chain_id, layer_parent)
         return parent or ""
+
+    def _unpack_staged(self, plan: list[tuple[Descriptor, Digest, str, str | None]]) -> None:
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        staging = os.path.join(self.root, "staging")
+        os.makedirs(staging, mode=0o700, exist_ok=True)  # private: set-id bits may stay
+        workers = min(len(plan), os.cpu_count() or 1, 4)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unpack") as pool:
+            dirs = [tempfile.mkdtemp(prefix="layer-", dir=staging) for _ in plan]
+            futures: list[Future[archive.LayerStream]] = [
+                pool.submit(self._extract, layer, target, "overlay")
+                for (layer, _, _, _), target in zip(plan, dirs, strict=True)
+            ]
+            try:
+                for (layer, diff_id, chain, parent), future, target in zip(
+                    plan, futures, dirs, strict=True
+                ):
+                    try:
+                        stream = future.result()
+                    except archive.LinkBelowLayer:
+                        self._unpack_layer(layer, diff_id, chain, parent)  # parent is in place
+                        continue
+                    self._check_diff_id(layer, diff_id, stream)
+                    self._adopt(target, chain, parent)
+                    self.content.set_labels(
+                        layer.digest, {UNCOMPRESSED_SIZE: str(stream.uncompressed_size)}
+                    )
+            finally:
+                for future in futures:
+                    future.cancel()
+                pool.shutdown(wait=True)
+                for target in dirs:
+                    shutil.rmtree(target, ignore_errors=True)
+
+    def _adopt(self, staged: str, chain: str, parent: str | None) -> None:
+        """Make an extracted directory the upper dir of a new snapshot, and commit it."""
+        key = f"extract-{uuid.uuid4().hex} {chain}"
+        self.snapshots.prepare(key, parent)
+        try:
+            upper = self.snapshots.writable_dir(key)
+            os.rmdir(upper)  # empty: prepare made it
+            os.rename(staged, upper)
+            self.snapshots.commit(chain, key)
+        except BaseException:
+            self.snapshots.remove(key)
+            raise
+
+    @staticmethod
+    def _check_diff_id(layer: Descriptor, diff_id: Digest, stream: archive.LayerStream) -> None:
+        if stream.diff_id != diff_id:
+            raise InvalidArgument(
+                f"layer {layer.digest}: content does not match its diff_id: "
+                f"expected {diff_id}, got {stream.diff_id}"
+            )
 
     def _committed(self, key: str) -> bool:
         try:
@@ -385,11 +454,7 @@ class ImageService:
                 mounts = self.snapshots.prepare(key, parent)
                 with mounted(mounts) as target:
                     stream = self._extract(layer, target, "delete")
-            if stream.diff_id != diff_id:
-                raise InvalidArgument(
-                    f"layer {layer.digest}: content does not match its diff_id: "
-                    f"expected {diff_id}, got {stream.diff_id}"
-                )
+            self._check_diff_id(layer, diff_id, stream)
             self.snapshots.commit(chain, key)
         except BaseException:
             self.snapshots.remove(key)
