@@ -62,8 +62,11 @@ def test_bootstrap_busybox_gives_an_ordinary_image(daemon: Daemon) -> None:
     assert info["Config"]["Cmd"] == ["sh"]  # type: ignore[index]
     assert len(info["RootFS"]["Layers"]) == 1  # type: ignore[index]
     assert info["RepoTags"] == ["busybox:latest"]
-    # the same image under its full name and by id prefix
+    # the same image under its full name, by repo digest and by id prefix
     assert _inspect(daemon, "docker.io/library/busybox:latest")["Id"] == info["Id"]
+    repo_digest = info["RepoDigests"][0]  # type: ignore[index]
+    assert repo_digest.startswith("busybox@sha256:")
+    assert _inspect(daemon, repo_digest)["Id"] == info["Id"]
     assert _inspect(daemon, str(info["Id"])[7:19])["Id"] == info["Id"]
 
 

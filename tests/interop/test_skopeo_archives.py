@@ -106,3 +106,26 @@ def test_moor_loads_zstd_layers(daemon: Daemon, tmp_path: Path) -> None:
     daemon.moor("load", "-i", str(copied))
     assert moor_config(daemon, "zstd/busybox:1")[1] == moor_config(daemon, "busybox")[1]
     daemon.moor("rmi", "zstd/busybox:1")
+
+
+def test_skopeo_oci_directories_both_ways(daemon: Daemon, tmp_path: Path) -> None:
+    """The `oci:` transport is a directory: unpack our tar to it, and tar its copy to load."""
+    import tarfile
+
+    archive = tmp_path / "busybox-oci.tar"
+    daemon.moor("save", "--format", "oci", "-o", str(archive), "busybox")
+    layout = tmp_path / "layout"
+    with tarfile.open(archive) as tar:
+        tar.extractall(layout, filter="data")
+    _, layers = moor_config(daemon, "busybox")
+    config = skopeo("inspect", "--config", f"oci:{layout}:latest")
+    assert config["rootfs"]["diff_ids"] == layers
+    copied = tmp_path / "copied"
+    skopeo("copy", f"oci:{layout}:latest", f"oci:{copied}:dir/busybox:2")
+    repacked = tmp_path / "repacked.tar"
+    with tarfile.open(repacked, "w") as tar:
+        for entry in sorted(copied.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    daemon.moor("load", "-i", str(repacked))
+    assert moor_config(daemon, "dir/busybox:2")[1] == layers
+    daemon.moor("rmi", "dir/busybox:2")

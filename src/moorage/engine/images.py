@@ -121,12 +121,25 @@ class ImageService:
             for record in records:
                 if record.name == wanted:
                     return self._resolve_record(record, records)
+            by_digest = self._by_repo_digest(name, records)
+            if by_digest is not None:
+                return by_digest
         matches = self._by_id_prefix(name, records)
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
             raise Conflict(f"ambiguous image id prefix: {name}")
         raise NotFound(f"no such image: {name}")
+
+    def _by_repo_digest(self, name: str, records: list[ImageRecord]) -> Resolved | None:
+        """``repo@sha256:...``: a record of that repository whose target has that digest."""
+        ref = parse_reference(name)
+        if ref.digest is None:
+            return None
+        for record in records:
+            if record.digest == str(ref.digest) and _repository_of(record.name) == ref.name:
+                return self._resolve_record(record, records)
+        return None
 
     def _by_id_prefix(self, name: str, records: list[ImageRecord]) -> list[Resolved]:
         prefix = name.removeprefix("sha256:")
@@ -563,6 +576,13 @@ def referenced_digests_of(media_type: str, raw: bytes) -> list[str]:
 def _canonical(name: str) -> str | None:
     try:
         return str(parse_reference(name))
+    except InvalidArgument:
+        return None
+
+
+def _repository_of(name: str) -> str | None:
+    try:
+        return parse_reference(name).name
     except InvalidArgument:
         return None
 
