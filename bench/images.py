@@ -164,11 +164,13 @@ def main() -> int:
                 assert docker_daemon is not None
                 dk = docker_daemon.docker
                 times.setdefault("docker load", []).append(
-                    timed(lambda: dk("load", "-i", str(archive)) and None)
+                    timed(lambda dk=dk: dk("load", "-i", str(archive)) and None)
                 )
                 dout = work / f"docker{i}.tar"
                 times.setdefault("docker save", []).append(
-                    timed(lambda dout=dout: dk("save", "-o", str(dout), "bench/big:1") and None)
+                    timed(
+                        lambda dout=dout, dk=dk: dk("save", "-o", str(dout), "bench/big:1") and None
+                    )
                 )
                 dk("rmi", "bench/big:1")
                 dout.unlink()
