@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
 
 import click
 
@@ -94,29 +93,13 @@ def debian_tar(suite: str, include: list[str], path: str) -> None:
 
 
 def _import(ctx: click.Context, path: str, reference: str, changes: list[str]) -> None:
+    from moorage.cli.images import post_import
+
     repo, _, tag = reference.rpartition(":")
+    c = client(ctx.obj.get("host") if ctx.obj else None)
     with open(path, "rb") as f:
-        response = client(ctx.obj.get("host") if ctx.obj else None).request(
-            "POST",
-            "/images/create",
-            params={
-                "fromSrc": "-",
-                "repo": repo,
-                "tag": tag,
-                "changes": changes,
-                "message": f"moor bootstrap {reference}",
-            },
-            body=f,
-        )
-        for event in _events(response.iter_json_lines()):
-            click.echo(event)
-
-
-def _events(lines: Iterator[dict[str, str]]) -> Iterator[str]:
-    for event in lines:
-        if "error" in event:
-            raise InvalidArgument(event["error"])
-        yield event.get("status", "")
+        for status in post_import(c, f, repo, tag, changes, f"moor bootstrap {reference}"):
+            click.echo(status)
 
 
 @click.command("bootstrap")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import IO, Any
 
 import click
@@ -235,6 +236,28 @@ def prune_cmd(ctx: click.Context, all_images: bool, force: bool) -> None:
     click.echo(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed', 0))}")
 
 
+def post_import(
+    c: Any, stream: IO[bytes], repo: str | None, tag: str | None, changes: list[str], message: str
+) -> Iterator[str]:
+    """POST a root filesystem tar to /images/create; yield the daemon's status lines."""
+    response = c.request(
+        "POST",
+        "/images/create",
+        params={
+            "fromSrc": "-",
+            "repo": repo,
+            "tag": tag,
+            "message": message,
+            "changes": changes or None,
+        },
+        body=stream,
+    )
+    for event in response.iter_json_lines():
+        if "error" in event:
+            raise InvalidArgument(event["error"])
+        yield event.get("status", "")
+
+
 @click.command("import")
 @click.option("-c", "--change", "changes", multiple=True, help="Dockerfile instruction to apply")
 @click.option("-m", "--message", default="", help="commit message")
@@ -259,22 +282,8 @@ def import_cmd(
             raise InvalidArgument(f"import: no such file: {source}")
         stream = open(source, "rb")  # noqa: SIM115 - closed below
     try:
-        response = _client(ctx).request(
-            "POST",
-            "/images/create",
-            params={
-                "fromSrc": "-",
-                "repo": repo,
-                "tag": tag,
-                "message": message,
-                "changes": list(changes) or None,
-            },
-            body=stream,
-        )
-        for event in response.iter_json_lines():
-            if "error" in event:
-                raise InvalidArgument(event["error"])
-            click.echo(event.get("status", ""))
+        for status in post_import(_client(ctx), stream, repo, tag, list(changes), message):
+            click.echo(status)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()

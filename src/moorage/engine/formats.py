@@ -353,13 +353,7 @@ def write_oci_layout(
                 written.add(str(digest))
                 yield from _blob_member(content, digest, size)
         name = _reference_name(requested, image)
-        annotations = {}
-        if name:
-            ref = parse_reference(name)
-            annotations = {
-                "io.containerd.image.name": str(ref),
-                "org.opencontainers.image.ref.name": ref.tag or "latest",
-            }
+        annotations = _name_annotations(name)
         manifests.append(
             Descriptor(
                 mt.OCI_MANIFEST,
@@ -372,6 +366,17 @@ def write_oci_layout(
     yield tarstream.member_bytes("index.json", json.dumps(index).encode())
     yield tarstream.member_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
     yield tarstream.end()
+
+
+def _name_annotations(name: str | None) -> dict[str, str]:
+    """How an OCI layout names an image: containerd's full name and the OCI tag."""
+    if not name:
+        return {}
+    ref = parse_reference(name)
+    return {
+        "io.containerd.image.name": str(ref),
+        "org.opencontainers.image.ref.name": ref.tag or "latest",
+    }
 
 
 def _reference_name(requested: str, image: Resolved) -> str | None:
@@ -429,13 +434,7 @@ def write_docker_archive(
         entries.append(
             {"Config": f"blobs/sha256/{config_digest.hex}", "RepoTags": tags, "Layers": layer_paths}
         )
-        annotations = {}
-        if name:
-            ref = parse_reference(name)
-            annotations = {
-                "io.containerd.image.name": str(ref),
-                "org.opencontainers.image.ref.name": ref.tag or "latest",
-            }
+        annotations = _name_annotations(name)
         manifests.append(
             Descriptor(
                 mt.OCI_MANIFEST, manifest_digest, len(raw_manifest), annotations=annotations
