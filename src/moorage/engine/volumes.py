@@ -68,6 +68,7 @@ from moorage.errors import (
     NotSupported,
     Unavailable,
 )
+from moorage.store.sqlite import migrate
 from moorage.sys import libc
 
 __all__ = [
@@ -394,21 +395,7 @@ class VolumeService:
 
     def _migrate(self) -> None:
         with self._write() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-            version = row[0] if row is not None else 0
-            if version > SCHEMA_VERSION:
-                raise FailedPrecondition(
-                    f"volume database {self.db_path}: schema version {version} is newer "
-                    f"than this moorage knows ({SCHEMA_VERSION})"
-                )
-            for statements in _MIGRATIONS[version:]:
-                for statement in statements:
-                    conn.execute(statement)
-            if row is None:
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif version != SCHEMA_VERSION:
-                conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            migrate(conn, _MIGRATIONS, f"volume database {self.db_path}")
 
     def _get(self, name: str) -> VolumeRecord:
         rows = self._query("SELECT * FROM volumes WHERE name = ?", (name,))

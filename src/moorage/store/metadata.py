@@ -54,6 +54,7 @@ from moorage.errors import (
     NotFound,
     Unavailable,
 )
+from moorage.store.sqlite import migrate
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -377,21 +378,7 @@ class MetadataDB:
 
     def _migrate(self) -> None:
         with self._write() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-            version = row[0] if row is not None else 0
-            if version > SCHEMA_VERSION:
-                raise FailedPrecondition(
-                    f"metadata database {self.path}: schema version {version} is newer "
-                    f"than this moorage knows ({SCHEMA_VERSION})"
-                )
-            for statements in _MIGRATIONS[version:]:
-                for statement in statements:
-                    conn.execute(statement)
-            if row is None:
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif version != SCHEMA_VERSION:
-                conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            migrate(conn, _MIGRATIONS, f"metadata database {self.path}")
 
     def schema_version(self) -> int:
         with self._read() as conn:
