@@ -10,55 +10,11 @@ digest of these bytes.
 from __future__ import annotations
 
 import json
-import re
-from typing import Any, NamedTuple
+from typing import Any
 
 from moorage.errors import InvalidArgument
+from moorage.oci._jsonpath import At, quote, type_name
 from moorage.oci.digest import Digest, is_valid_digest
-
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
-
-
-def type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-class At(NamedTuple):
-    """A place in a JSON document: ``source`` names the document, ``path`` the value."""
-
-    source: str
-    path: str = ""
-
-    def member(self, key: str) -> At:
-        # Keys that are not identifiers ("os.version", "80/tcp") are quoted in brackets.
-        if _IDENTIFIER.fullmatch(key):
-            return At(self.source, f"{self.path}.{key}" if self.path else key)
-        return At(self.source, f"{self.path}[{quote(key)}]")
-
-    def item(self, index: int) -> At:
-        return At(self.source, f"{self.path}[{index}]")
-
-    def fail(self, problem: str) -> InvalidArgument:
-        where = f"{self.source}: {self.path}" if self.path else self.source
-        return InvalidArgument(f"{where}: {problem}")
 
 
 def as_str(value: object, at: At) -> str:

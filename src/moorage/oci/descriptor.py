@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from moorage.oci._json import At, Obj, put, sorted_map
+from moorage.oci._json import Obj, put, sorted_map
+from moorage.oci._jsonpath import At
 from moorage.oci.digest import Digest
 from moorage.oci.platform import Platform, platform_from_obj
 

@@ -32,7 +32,8 @@ from typing import Any, Final, NamedTuple
 
 from moorage.errors import InvalidArgument, NotSupported
 from moorage.oci import mediatypes
-from moorage.oci._json import Obj, as_digest, decode_object, dumps, put, quote, sorted_map
+from moorage.oci._json import Obj, as_digest, decode_object, dumps, put, sorted_map
+from moorage.oci._jsonpath import quote
 from moorage.oci.descriptor import Descriptor, descriptor_from_obj
 from moorage.oci.digest import Digest
 from moorage.oci.platform import Platform

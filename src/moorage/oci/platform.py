@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from moorage.errors import InvalidArgument, NotFound
-from moorage.oci._json import At, Obj, put, quote
+from moorage.oci._json import Obj, put
+from moorage.oci._jsonpath import At, quote
 
 if TYPE_CHECKING:
     from moorage.oci.descriptor import Descriptor

@@ -28,7 +28,7 @@ import re
 from typing import NamedTuple
 
 from moorage.errors import InvalidArgument
-from moorage.oci._json import quote
+from moorage.oci._jsonpath import quote
 from moorage.oci.digest import Digest, is_valid_digest
 
 __all__ = ["DEFAULT_DOMAIN", "Reference", "parse_reference"]

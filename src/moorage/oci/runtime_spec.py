@@ -35,6 +35,9 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from moorage.errors import InvalidArgument, NotFound, PermissionDenied
+from moorage.oci._jsonpath import At as _At
+from moorage.oci._jsonpath import quote as _quote
+from moorage.oci._jsonpath import type_name as _type_name
 
 __all__ = [
     "Capabilities",
@@ -271,7 +274,6 @@ PERSONALITY_DOMAINS = frozenset({"LINUX", "LINUX32"})
 _CAPABILITY_NAME = re.compile(r"CAP_[A-Z_]+")
 _SECCOMP_ARCH_NAME = re.compile(r"SCMP_ARCH_[A-Z0-9_]+")
 _SECCOMP_FLAG_NAME = re.compile(r"SECCOMP_FILTER_FLAG_[A-Z0-9_]+")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _HOOK_KEYS = (
     ("prestart", "prestart"),
@@ -302,47 +304,6 @@ _SECCOMP_ARG_INDEX = _Bounds(0, 5, "between 0 and 5")  # a syscall has at most s
 
 
 # --------------------------------------------------------------------------- JSON reading
-
-
-def _quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-class _At(NamedTuple):
-    """A place in a JSON document, for messages like ``config.json: linux.devices[0]``."""
-
-    source: str
-    path: str
-
-    def member(self, key: str) -> "_At":
-        if _IDENTIFIER.fullmatch(key):
-            return _At(self.source, f"{self.path}.{key}" if self.path else key)
-        return _At(self.source, f"{self.path}[{_quote(key)}]")
-
-    def item(self, index: int) -> "_At":
-        return _At(self.source, f"{self.path}[{index}]")
-
-    def fail(self, problem: str) -> InvalidArgument:
-        where = f"{self.source}: {self.path}" if self.path else self.source
-        return InvalidArgument(f"{where}: {problem}")
 
 
 def _as_str(value: object, at: _At) -> str:
