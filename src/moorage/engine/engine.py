@@ -15,10 +15,12 @@ class Engine:
 
     def __init__(self, config: EngineConfig) -> None:
         from moorage.engine.images import ImageService
+        from moorage.engine.volumes import VolumeService
 
         self.config = config
         os.makedirs(config.root, mode=0o711, exist_ok=True)
         self.images = ImageService(config.root)
+        self.volumes = VolumeService(config.root)
 
     def info(self) -> dict[str, Any]:
         images = self.images.list_images(all_images=True)
@@ -44,7 +46,13 @@ class Engine:
             "SecurityOptions": ["name=seccomp,profile=builtin"],
         }
 
+    def volume_users(self, name: str) -> list[str]:
+        """The ids of the containers that use volume ``name`` (the volumes' ``InUse``)."""
+        containers = getattr(self, "containers", None)
+        return containers.using_volume(name) if containers is not None else []
+
     def close(self) -> None:
+        self.volumes.close()
         self.images.close()
 
 
