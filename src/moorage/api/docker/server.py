@@ -104,11 +104,11 @@ class Routes:
 
 
 def build_app(engine: Engine) -> web.Application:
-    from moorage.api.docker import images, system
+    from moorage.api.docker import containers, exec, images, system, volumes
 
     app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024**2)
     app[ENGINE] = engine
-    for module in (system, images):
+    for module in (system, images, volumes, containers, exec):
         module.routes.install(app)
     return app
 
