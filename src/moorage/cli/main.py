@@ -47,13 +47,14 @@ def runtime(args: tuple[str, ...]) -> None:
 
 
 def _register() -> None:
-    from moorage.cli import images
+    from moorage.cli import images, volumes
     from moorage.cli.bootstrap import bootstrap_cmd
     from moorage.cli.daemon import daemon
 
     cli.add_command(daemon)
     cli.add_command(bootstrap_cmd)
     images.register(cli)
+    volumes.register(cli)
 
 
 def main() -> None:
