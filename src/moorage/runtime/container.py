@@ -177,7 +177,12 @@ class ContainerDir:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Serialise verbs that change this container (start vs delete, two starts...)."""
-        fd = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(
+                os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+        except FileNotFoundError as exc:  # the state dir is gone: deleted meanwhile
+            raise NotFound(f"container does not exist: {self.id}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
