@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -87,8 +88,46 @@ class Daemon:
             )
         return result
 
+    def remove_containers(self) -> None:
+        """Force-remove every container through the API (while the daemon runs)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        client = Client(str(self.socket), timeout=60)
+        try:
+            for c in client.get_json("/containers/json", all=1):
+                client.request("DELETE", f"/containers/{c['Id']}", params={"force": 1}).read()
+        except Exception:  # cleanup goes on with the blunter tools below
+            pass
+
+    def kill_leftovers(self) -> None:
+        """Monitors and runtime containers left by a daemon that is gone."""
+        from moorage.runtime import api
+
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read()
+            except OSError:
+                continue
+            if b"moorage.engine.monitor" in argv and str(self.base).encode() in argv:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+        runtime_root = self.exec_root / "runtime"
+        if runtime_root.is_dir():
+            for cid in os.listdir(runtime_root):
+                with contextlib.suppress(Exception):
+                    api.delete(str(runtime_root), cid, force=True)
+
     def cleanup(self) -> None:
+        self.remove_containers()
         self.stop()
+        self.kill_leftovers()
+        keep = os.environ.get("MOOR_TEST_KEEP_LOGS")  # a directory, for debugging a failure
+        if keep and self.log.exists():
+            os.makedirs(keep, exist_ok=True)
+            shutil.copy(self.log, os.path.join(keep, f"daemon-{self.exec_root.name}.log"))
         # Snapshots are only mounted while in use; a crashed test may leave some.
         with open("/proc/self/mountinfo") as f:
             mounts = [line.split()[4] for line in f]

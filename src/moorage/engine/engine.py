@@ -14,6 +14,9 @@ class Engine:
     """Holds the services; created off the event loop (opening the store does I/O)."""
 
     def __init__(self, config: EngineConfig) -> None:
+        from moorage.engine.containers import ContainerService
+        from moorage.engine.events import EventBus
+        from moorage.engine.execs import ExecService
         from moorage.engine.images import ImageService
         from moorage.engine.volumes import VolumeService
 
@@ -21,15 +24,17 @@ class Engine:
         os.makedirs(config.root, mode=0o711, exist_ok=True)
         self.images = ImageService(config.root)
         self.volumes = VolumeService(config.root)
+        self.events = EventBus()
+        self.containers = ContainerService(
+            config.root, config.exec_root, self.images, self.volumes, self.events
+        )
+        self.execs = ExecService(self.containers)
 
     def info(self) -> dict[str, Any]:
         images = self.images.list_images(all_images=True)
         return {
             "ID": "moorage",
-            "Containers": 0,
-            "ContainersRunning": 0,
-            "ContainersPaused": 0,
-            "ContainersStopped": 0,
+            **self.containers.counts(),
             "Images": len(images),
             "Driver": self.images.snapshotter_name,
             "DockerRootDir": self.config.root,
@@ -46,12 +51,25 @@ class Engine:
             "SecurityOptions": ["name=seccomp,profile=builtin"],
         }
 
+    def disk_usage(self) -> dict[str, Any]:
+        """``GET /system/df``: images (with their container counts), containers, volumes."""
+        data = self.images.disk_usage()
+        for image in data["Images"]:
+            image["Containers"] = len(self.containers.using_image(image["Id"]))
+        data["Containers"] = self.containers.list(all_containers=True, size=True)
+        volumes = self.volumes.list()["Volumes"] or []
+        for volume in volumes:
+            size, refs = self.volumes.usage(volume["Name"], self.volume_users)
+            volume["UsageData"] = {"Size": size, "RefCount": refs}
+        data["Volumes"] = volumes
+        return data
+
     def volume_users(self, name: str) -> list[str]:
         """The ids of the containers that use volume ``name`` (the volumes' ``InUse``)."""
-        containers = getattr(self, "containers", None)
-        return containers.using_volume(name) if containers is not None else []
+        return self.containers.using_volume(name)
 
     def close(self) -> None:
+        self.containers.close()
         self.volumes.close()
         self.images.close()
 

@@ -108,6 +108,7 @@ HANDLED_ELSEWHERE: frozenset[str] = frozenset(
         "HostConfig.DnsSearch",
         "HostConfig.ExtraHosts",
         "HostConfig.PublishAllPorts",
+        "HostConfig.ConsoleSize",  # the client resizes the pty once attached
     }
 )
 

@@ -5,32 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from aiohttp import web
 
+from moorage.api.docker.params import filters as _filters
+from moorage.api.docker.params import flag as _flag
 from moorage.api.docker.server import ENGINE, Routes, json_response
 from moorage.api.docker.streams import body_of, stream_bytes, stream_json_lines
 from moorage.errors import InvalidArgument, NotSupported
 
 routes = Routes()
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "").lower() in ("1", "true", "yes")
-
-
-def _filters(request: web.Request) -> dict[str, list[str]]:
-    raw = request.query.get("filters")
-    if not raw:
-        return {}
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"invalid filters: {raw}") from exc
-    if not isinstance(data, dict):
-        raise InvalidArgument(f"invalid filters: {raw}")
-    # Docker accepts {"key": ["v"]} and the older {"key": {"v": true}}.
-    return {k: list(v) if isinstance(v, list | dict) else [str(v)] for k, v in data.items()}
 
 
 @routes.add("GET", "/images/json")
@@ -74,6 +57,7 @@ async def remove_image(request: web.Request) -> web.StreamResponse:
         request.match_info["name"],
         force=_flag(request, "force"),
         prune=not _flag(request, "noprune"),
+        in_use=request.app[ENGINE].containers.using_image,
     )
     return json_response(result)
 

@@ -104,11 +104,11 @@ class Routes:
 
 
 def build_app(engine: Engine) -> web.Application:
-    from moorage.api.docker import containers, exec, images, system, volumes
+    from moorage.api.docker import container_files, containers, exec, images, system, volumes
 
     app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024**2)
     app[ENGINE] = engine
-    for module in (system, images, volumes, containers, exec):
+    for module in (system, images, volumes, containers, container_files, exec):
         module.routes.install(app)
     return app
 
@@ -134,8 +134,16 @@ async def serve(config: EngineConfig) -> None:
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     os.makedirs(config.exec_root, mode=0o700, exist_ok=True)
     _claim_socket(path)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Short engine calls (create, inspect, list) from many clients at once: more
+    # workers than asyncio's default of cores + 4.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=32, thread_name_prefix="engine")
+    )
     engine = await asyncio.to_thread(Engine, config)
-    runner = web.AppRunner(build_app(engine), access_log=None)
+    # Attach, logs -f, wait and events hold connections open: don't wait on them.
+    runner = web.AppRunner(build_app(engine), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.UnixSite(runner, path)
     await site.start()

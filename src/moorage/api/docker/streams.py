@@ -8,14 +8,18 @@ A streamed response pulls chunks from a synchronous generator in a thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 
 from moorage.errors import MoorageError
+
+T = TypeVar("T")
 
 
 class BodyReader(io.RawIOBase):
@@ -77,3 +81,35 @@ async def stream_json_lines(
         await response.write(orjson.dumps(line) + b"\r\n")
     await response.write_eof()
     return response
+
+
+async def in_daemon_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``func`` in a thread of its own that never holds up the daemon's exit.
+
+    For engine calls that may block for long (a stop's grace period, an exec that
+    runs for hours): the default executor's threads are joined at shutdown, so one
+    of these there would keep a stopping daemon alive.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def run() -> None:
+        try:
+            value = func(*args, **kwargs)
+        except BaseException as exc:  # handed to the awaiting coroutine
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, value, None)
+
+    threading.Thread(target=run, name=getattr(func, "__name__", "engine"), daemon=True).start()
+    return await future

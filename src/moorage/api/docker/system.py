@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import platform
 import sys
+from typing import Any
 
+import orjson
 from aiohttp import web
 
 from moorage import __version__
+from moorage.api.docker import params
 from moorage.api.docker.server import (
     API_VERSION,
     ENGINE,
@@ -16,6 +20,7 @@ from moorage.api.docker.server import (
     Routes,
     json_response,
 )
+from moorage.errors import InvalidArgument
 
 routes = Routes()
 
@@ -73,5 +78,85 @@ async def info(request: web.Request) -> web.StreamResponse:
 @routes.add("GET", "/system/df")
 async def disk_usage(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
-    data = await asyncio.to_thread(engine.images.disk_usage)
+    data = await asyncio.to_thread(engine.disk_usage)
     return json_response(data)
+
+
+def _event_matches(event: dict[str, Any], f: dict[str, list[str]]) -> bool:
+    actor = event["Actor"]
+    attrs = actor.get("Attributes") or {}
+    checks = {
+        "type": event["Type"],
+        "event": event["Action"],
+        "scope": event.get("scope", "local"),
+    }
+    for key, value in checks.items():
+        if key in f and value not in f[key]:
+            return False
+    if "container" in f and (
+        event["Type"] != "container"
+        or not any(actor["ID"].startswith(v) or attrs.get("name") == v for v in f["container"])
+    ):
+        return False
+    if "image" in f and attrs.get("image") not in f["image"]:
+        return False
+    if "volume" in f and (event["Type"] != "volume" or actor["ID"] not in f["volume"]):
+        return False
+    for spec in f.get("label", []):
+        key, sep, value = spec.partition("=")
+        if key not in attrs or (sep and attrs[key] != value):
+            return False
+    return True
+
+
+@routes.add("GET", "/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    import time
+
+    from moorage.engine.logs import parse_time_filter
+
+    engine = request.app[ENGINE]
+    f = params.filters(request)
+    unknown = set(f) - {"type", "event", "container", "image", "label", "volume", "scope"}
+    if unknown:
+        raise InvalidArgument(f"invalid filter '{sorted(unknown)[0]}'")
+    now = time.time()
+    since = request.query.get("since")
+    until = request.query.get("until")
+    since_t = parse_time_filter(since, now) if since else None
+    until_t = parse_time_filter(until, now) if until else None
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=4096)
+
+    def listener(event: dict[str, Any]) -> None:
+        def put() -> None:
+            with contextlib.suppress(asyncio.QueueFull):  # a stalled reader loses events
+                queue.put_nowait(event)
+
+        loop.call_soon_threadsafe(put)
+
+    unsubscribe = engine.events.subscribe(listener)
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    try:
+        await response.prepare(request)
+        if since_t is not None:
+            for event in engine.events.history(since_t, until_t):
+                if _event_matches(event, f):
+                    await response.write(orjson.dumps(event) + b"\n")
+        if until_t is not None and until_t <= now:
+            await response.write_eof()
+            return response
+        while True:
+            timeout = None if until_t is None else max(0.0, until_t - time.time())
+            try:
+                event = await asyncio.wait_for(queue.get(), timeout)
+            except TimeoutError:
+                break
+            if until_t is not None and event["time"] > until_t:
+                break
+            if _event_matches(event, f):
+                await response.write(orjson.dumps(event) + b"\n")
+    finally:
+        unsubscribe()
+    await response.write_eof()
+    return response

@@ -1,0 +1,942 @@
+"""The containers service: create, start, stop, remove, and the truth about each.
+
+Layout (see docs/engine.md)::
+
+    <root>/containers/<id>/container.json   the record (engine.container_record)
+                          /bundle/config.json the OCI spec, generated at each start
+                          /rootfs             the snapshot, mounted while it runs
+                          /hostname, hosts, resolv.conf
+                          /<id>-json.log      written by the monitor
+                          /state.json         written by the monitor
+    <exec-root>/containers/<id>.sock          the monitor's control socket
+    <exec-root>/runtime/                      the OCI runtime's state
+
+Every running container has a monitor process (``engine.monitor``) that is its
+parent. The service watches each monitor through a pidfd, whether it started it
+or adopted it after a daemon restart, and learns the exit from ``state.json``.
+
+Threads: the API layer calls in from worker threads; one lock guards the tables,
+one lock per container serialises its lifecycle operations, and one watcher thread
+waits on every monitor's pidfd. Restart policies run on timers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from moorage.engine import container_config as cfg
+from moorage.engine import monitor_client
+from moorage.engine.container_record import (
+    CREATED,
+    EXITED,
+    PAUSED,
+    REMOVING,
+    RESTARTING,
+    RUNNING,
+    Container,
+    MountPoint,
+    State,
+    check_name,
+    now_rfc3339,
+)
+from moorage.engine.etcfiles import hosts_file, lookup_user, resolv_conf
+from moorage.engine.events import EventBus
+from moorage.engine.monitor import read_state
+from moorage.engine.restart import Backoff, should_restart
+from moorage.engine.specgen import (
+    ContainerRequest,
+    attach_volumes,
+    generate_spec,
+    parse_create,
+)
+from moorage.engine.watcher import MonitorWatcher
+from moorage.errors import (
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    MoorageError,
+    NotFound,
+    Unavailable,
+)
+from moorage.oci.image import ContainerConfig
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE = 10  # seconds, Docker's default --stop-timeout
+KILL_WAIT = 30.0  # seconds to wait for a SIGKILLed container's monitor to report
+INIT_TARGET = "/sbin/docker-init"
+ROOT_OWNER = "container:"  # gc_roots owner prefix: a container's snapshot is a GC root
+
+# A callback the API layer registers before a start: it gets the monitor's socket path
+# once the container is created (init blocked) and attaches before the start.
+PendingAttach = Callable[[str], None]
+
+
+class ContainerService:
+    def __init__(
+        self,
+        root: str,
+        exec_root: str,
+        images: Any,
+        volumes: Any,
+        events: EventBus | None = None,
+    ) -> None:
+        self.root = os.path.join(root, "containers")
+        self.exec_root = exec_root
+        self.runtime_root = os.path.join(exec_root, "runtime")
+        self.socket_dir = os.path.join(exec_root, "containers")
+        self.images = images
+        self.volumes = volumes
+        self.events = events or EventBus()
+        for path in (self.root, self.runtime_root, self.socket_dir):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._containers: dict[str, Container] = {}
+        self._names: dict[str, str] = {}
+        self._op_locks: dict[str, threading.Lock] = {}
+        self._pending_attach: dict[str, list[PendingAttach]] = {}
+        self._backoff: dict[str, Backoff] = {}
+        self._timers: dict[str, threading.Timer] = {}
+        self._closed = False
+        self._watcher = MonitorWatcher(self._monitor_exited)
+        from moorage.engine.health import HealthService
+
+        self.health = HealthService(self)
+        self._load()
+
+    # --- tables -------------------------------------------------------------------
+
+    def _dir(self, cid: str) -> str:
+        return os.path.join(self.root, cid)
+
+    def _socket(self, cid: str) -> str:
+        return os.path.join(self.socket_dir, f"{cid[:32]}.sock")
+
+    def get(self, ref: str) -> Container:
+        """A container by full id, name (with or without ``/``) or unique id prefix."""
+        with self._lock:
+            if ref in self._containers:
+                return self._containers[ref]
+            cid = self._names.get(ref.removeprefix("/"))
+            if cid is not None:
+                return self._containers[cid]
+            matches = [c for i, c in self._containers.items() if ref and i.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"multiple containers found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    def all(self) -> list[Container]:
+        with self._lock:
+            return list(self._containers.values())
+
+    @contextlib.contextmanager
+    def _operation(self, cid: str) -> Iterator[None]:
+        with self._lock:
+            lock = self._op_locks.setdefault(cid, threading.Lock())
+        with lock:
+            yield
+
+    def _save(self, c: Container) -> None:
+        with self._changed:  # one writer at a time: health, restarts and the API all save
+            if os.path.isdir(self._dir(c.id)):
+                c.save(self._dir(c.id))
+            self._changed.notify_all()
+
+    def _publish(self, c: Container, action: str, **extra: str) -> None:
+        attributes = {"name": c.name, "image": c.image, **(c.config.get("Labels") or {}), **extra}
+        self.events.publish("container", action, c.id, attributes)
+
+    def health_changed(self, c: Container, status_changed: bool) -> None:
+        self._save(c)
+        if status_changed and c.state.health is not None:
+            self._publish(c, "health_status: " + c.state.health["Status"])
+
+    def using_volume(self, name: str) -> list[str]:
+        return [c.id for c in self.all() if any(m.name == name for m in c.mounts)]
+
+    def using_image(self, image_id: str) -> list[str]:
+        return [c.id for c in self.all() if c.image_id == image_id]
+
+    # --- create -------------------------------------------------------------------
+
+    def create(self, body: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+        """``POST /containers/create``: returns ``{"Id", "Warnings"}``."""
+        if not isinstance(body, dict):
+            raise InvalidArgument("container config: must be a JSON object")
+        request = parse_create(body)
+        host_config = body.get("HostConfig") or {}
+        restart = cfg.restart_policy(host_config)
+        if restart["Name"] != "no" and host_config.get("AutoRemove"):
+            raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
+        cfg.check_log_config(host_config.get("LogConfig"))
+        health = cfg.healthcheck(body.get("Healthcheck"))
+        image = self.images.resolve(request.image)
+        image_config = image.config.config or ContainerConfig()
+        cid = secrets.token_hex(32)
+        with self._lock:
+            if not name:
+                name = cfg.random_name()
+                while name in self._names:
+                    name = cfg.random_name() + str(secrets.randbelow(10))
+            name = check_name(name)
+            other = self._names.get(name)
+            if other is not None:
+                raise Conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{other}". You have to remove (or rename) that container to be able '
+                    "to reuse that name."
+                )
+            self._names[name] = cid  # reserved while we work
+        directory = self._dir(cid)
+        key = f"container-{cid}"
+        owner = ROOT_OWNER + cid
+        try:
+            top = self.images.unpack(image)
+            self.images.db.add_root("snapshot", key, owner)
+            os.makedirs(directory, mode=0o710)
+            self.images.snapshots.prepare(key, top or None)
+            mounts = self._create_volumes(cid, request, image_config)
+            config = cfg.merged_config(body, request, image_config, cid, health)
+            self._write_etc_files(directory, config["Hostname"], host_config)
+            entrypoint = list(config.get("Entrypoint") or [])
+            args = entrypoint + list(config.get("Cmd") or [])
+            if not args:
+                raise InvalidArgument("no command specified")
+            c = Container(
+                id=cid,
+                name=name,
+                created=now_rfc3339(),
+                image=request.image,
+                image_id=image.id,
+                path=args[0],
+                args=args[1:],
+                config=config,
+                host_config=cfg.normalised_host_config(host_config, restart),
+                request={**body, "ImageConfig": cfg.image_config_json(image_config)},
+                snapshot_key=key,
+                top_layer=top,
+                mounts=mounts,
+            )
+            self._save(c)
+        except BaseException:
+            with self._lock:
+                self._names.pop(name, None)
+            self._discard(cid, key, owner)
+            raise
+        with self._lock:
+            self._containers[cid] = c
+        self._publish(c, "create")
+        return {"Id": cid, "Warnings": list(request.warnings)}
+
+    def _discard(self, cid: str, key: str, owner: str) -> None:
+        with contextlib.suppress(MoorageError):
+            self.images.snapshots.remove(key)
+        self.images.db.remove_root("snapshot", key, owner)
+        shutil.rmtree(self._dir(cid), ignore_errors=True)
+
+    def _create_volumes(
+        self, cid: str, request: ContainerRequest, image_config: ContainerConfig
+    ) -> list[MountPoint]:
+        from moorage.engine.specgen import _user_mounts  # the one parser of -v and --mount
+
+        _, volume_mounts = _user_mounts(request)
+        out: list[MountPoint] = []
+        taken = {m["destination"] for m in _user_mounts(request)[0]}
+        for vm in volume_mounts:
+            taken.add(vm.target)
+            out.append(self._volume_point(vm.name, vm.target, vm.readonly, vm.no_copy))
+        for target in image_config.volumes:
+            if os.path.normpath(target) not in {os.path.normpath(t) for t in taken}:
+                out.append(self._volume_point("", os.path.normpath(target), False, False))
+        for bind in _user_mounts(request)[0]:
+            if bind.get("type") == "bind":
+                out.append(
+                    MountPoint(
+                        type="bind",
+                        destination=bind["destination"],
+                        source=bind["source"],
+                        rw="ro" not in bind.get("options", []),
+                        propagation="rprivate",
+                    )
+                )
+            elif bind.get("type") == "tmpfs":
+                out.append(MountPoint(type="tmpfs", destination=bind["destination"]))
+        return out
+
+    def _volume_point(self, name: str, target: str, readonly: bool, no_copy: bool) -> MountPoint:
+        from moorage.engine.volumes import ANONYMOUS_LABEL
+
+        anonymous = not name
+        if anonymous:
+            record = self.volumes.create(secrets.token_hex(32), labels={ANONYMOUS_LABEL: ""})
+        else:
+            record = self.volumes.create(name)
+        return MountPoint(
+            type="volume",
+            destination=target,
+            source=record["Mountpoint"],
+            name=record["Name"],
+            rw=not readonly,
+            mode="" if not readonly else "ro",
+            no_copy=no_copy,
+            anonymous=anonymous,
+        )
+
+    @staticmethod
+    def _write_etc_files(directory: str, hostname: str, host_config: dict[str, Any]) -> None:
+        try:
+            with open("/etc/resolv.conf") as f:
+                host_resolv = f.read()
+        except OSError:
+            host_resolv = ""
+        files = {
+            "hostname": hostname + "\n",
+            "hosts": hosts_file(hostname, None, list(host_config.get("ExtraHosts") or [])),
+            "resolv.conf": resolv_conf(
+                host_resolv,
+                list(host_config.get("Dns") or []),
+                list(host_config.get("DnsSearch") or []),
+                list(host_config.get("DnsOptions") or []),
+            ),
+        }
+        for name, text in files.items():
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(text)
+
+    # --- start --------------------------------------------------------------------
+
+    def add_pending_attach(self, ref: str, callback: PendingAttach) -> Callable[[], None]:
+        """Run ``callback(socket_path)`` at the next start, before the process runs."""
+        c = self.get(ref)
+        with self._lock:
+            self._pending_attach.setdefault(c.id, []).append(callback)
+
+        def cancel() -> None:
+            with self._lock:
+                pending = self._pending_attach.get(c.id, [])
+                if callback in pending:
+                    pending.remove(callback)
+
+        return cancel
+
+    def start(self, ref: str) -> bool:
+        """Start a container; False if it was already running (the API's 304)."""
+        c = self.get(ref)
+        with self._operation(c.id):
+            if c.running:
+                return False
+            if c.state.status == REMOVING:
+                raise Conflict(f"container {c.id} is marked for removal and cannot be started")
+            self._cancel_restart(c.id)
+            c.manually_stopped = False
+            self._start_locked(c)
+            return True
+
+    def _start_locked(self, c: Container) -> None:
+        directory = self._dir(c.id)
+        rootfs = os.path.join(directory, "rootfs")
+        bundle = os.path.join(directory, "bundle")
+        os.makedirs(rootfs, exist_ok=True)
+        os.makedirs(bundle, exist_ok=True)
+        _unmount_quietly(rootfs)
+        from moorage.store.snapshots.mount import mount_all
+
+        mount_all(self.images.snapshots.mounts(c.snapshot_key), rootfs)
+        try:
+            spec = self._spec(c, rootfs)
+            with open(os.path.join(bundle, "config.json"), "w") as f:
+                json.dump(spec, f)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, "state.json"))
+            sock = self._socket(c.id)
+            task = {
+                "id": c.id,
+                "bundle": bundle,
+                "runtime_root": self.runtime_root,
+                "log_path": os.path.join(directory, f"{c.id}-json.log"),
+                "log_opts": dict((c.host_config.get("LogConfig") or {}).get("Config") or {}),
+                "socket": sock,
+                "tty": bool(c.config.get("Tty")),
+                "open_stdin": bool(c.config.get("OpenStdin")),
+                "stdin_once": bool(c.config.get("StdinOnce")),
+                "rootfs_mount": rootfs,
+            }
+            monitor_pid = monitor_client.launch(directory, task)
+        except MoorageError as exc:
+            _unmount_quietly(rootfs)
+            self._record_start_failure(c, str(exc))
+            raise InvalidArgument(_start_error(str(exc))) from exc
+        except BaseException:
+            _unmount_quietly(rootfs)
+            raise
+        self._watcher.add(c.id, monitor_pid)
+        with self._lock:
+            pending = self._pending_attach.pop(c.id, [])
+        for attach in pending:
+            try:
+                attach(sock)
+            except Exception:
+                log.exception("attaching to %s before its start failed", c.id)
+        try:
+            pid = monitor_client.MonitorClient(sock).start()
+        except MoorageError as exc:
+            with contextlib.suppress(OSError):
+                os.kill(monitor_pid, signal.SIGKILL)
+            self._record_start_failure(c, str(exc))
+            raise InvalidArgument(_start_error(str(exc))) from exc
+        state = read_state(directory) or {}
+        c.state = State(
+            status=RUNNING,
+            pid=pid,
+            started_at=str(state.get("started_at") or now_rfc3339()),
+            monitor_pid=monitor_pid,
+            health=c.state.health,
+        )
+        c.has_been_started = True
+        self.health.started(c)
+        self._save(c)
+        self._publish(c, "start")
+
+    def _record_start_failure(self, c: Container, message: str) -> None:
+        c.state = State(
+            status=CREATED if not c.has_been_started else EXITED,
+            exit_code=_exit_code_of_error(message),
+            error=_start_error(message),
+            finished_at=now_rfc3339() if c.has_been_started else c.state.finished_at,
+        )
+        if not c.has_been_started:
+            c.state.status = EXITED  # Docker shows it as Exited (127)
+            c.state.finished_at = now_rfc3339()
+        self._save(c)
+        self._publish(c, "die", exitCode=str(c.state.exit_code))
+
+    def _spec(self, c: Container, rootfs: str) -> dict[str, Any]:
+        body = dict(c.request)
+        image_config = cfg.image_config_from_json(body.pop("ImageConfig", None))
+        request = parse_create(body)
+        directory = self._dir(c.id)
+        init_path = None
+        if request.init:
+            init_path = INIT_TARGET
+        generated = generate_spec(
+            request,
+            image_config,
+            rootfs=rootfs,
+            container_id=c.id,
+            hostname=c.config["Hostname"],
+            resolv_conf=os.path.join(directory, "resolv.conf"),
+            hosts=os.path.join(directory, "hosts"),
+            hostname_file=os.path.join(directory, "hostname"),
+            cgroups_path=f"/moorage/{c.id}",
+            passwd_lookup=lambda user: lookup_user(rootfs, user),
+            init_path=init_path,
+        )
+        resolved = []
+        by_target = {m.destination: m for m in c.mounts if m.type == "volume"}
+        for vm in generated.volume_mounts:
+            point = by_target.get(vm.target)
+            if point is None:
+                raise FailedPrecondition(f"container {c.id}: no volume recorded at {vm.target}")
+            resolved.append((vm, point))
+        for point in c.mounts:
+            if point.type == "volume" and not any(p is point for _, p in resolved):
+                from moorage.engine.specgen import VolumeMount
+
+                resolved.append((VolumeMount(point.name, point.destination), point))
+        for _, point in resolved:
+            if not point.no_copy:
+                self.volumes.populate_from_image(point.name, rootfs, point.destination)
+        spec = attach_volumes(
+            generated.spec,
+            [(vm, self.volumes.mount_source(point.name)) for vm, point in resolved],
+        )
+        if init_path is not None:
+            spec["mounts"].append(
+                {
+                    "destination": INIT_TARGET,
+                    "type": "bind",
+                    "source": cfg.init_binary(),
+                    "options": ["rbind", "ro"],
+                }
+            )
+        return spec
+
+    # --- exits --------------------------------------------------------------------
+
+    def _monitor_exited(self, cid: str, monitor_pid: int) -> None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(monitor_pid, os.WNOHANG)
+        with self._lock:
+            c = self._containers.get(cid)
+        if c is None or self._closed:
+            return
+        self._record_exit(c)
+        self._after_exit(c)
+
+    def _record_exit(self, c: Container) -> None:
+        directory = self._dir(c.id)
+        state = read_state(directory)
+        if state is not None and state.get("status") == "exited":
+            code = int(state.get("exit_code", 0))
+            oom = bool(state.get("oom_killed", False))
+            finished = str(state.get("finished_at") or now_rfc3339())
+            error = str(state.get("error") or "")
+        else:
+            # The monitor died without a word: the container must not live on unwatched.
+            self._clean_runtime(c.id)
+            code, oom, finished = 255, False, now_rfc3339()
+            error = "container monitor exited unexpectedly"
+        _unmount_quietly(os.path.join(directory, "rootfs"))
+        c.state = State(
+            status=EXITED,
+            exit_code=code,
+            oom_killed=oom,
+            finished_at=finished,
+            started_at=c.state.started_at,
+            error=error,
+            health=c.state.health,
+        )
+        self.health.stopped(c)
+        self._save(c)
+        if oom:
+            self._publish(c, "oom")
+        self._publish(c, "die", exitCode=str(code))
+
+    def _after_exit(self, c: Container) -> None:
+        if c.host_config.get("AutoRemove"):
+            threading.Thread(target=self._auto_remove, args=(c.id,), daemon=True).start()
+            return
+        backoff = self._backoff.setdefault(c.id, Backoff())
+        if should_restart(c.restart_policy, c.state.exit_code, c.restart_count, c.manually_stopped):
+            delay = backoff.next_delay(c.state.started_at, c.state.finished_at)
+            c.state.status = RESTARTING
+            self._save(c)
+            timer = threading.Timer(delay, self._restart_from_policy, args=(c.id,))
+            timer.daemon = True
+            with self._lock:
+                self._timers[c.id] = timer
+            timer.start()
+
+    def _restart_from_policy(self, cid: str) -> None:
+        with self._lock:
+            self._timers.pop(cid, None)
+            c = self._containers.get(cid)
+        if c is None or self._closed:
+            return
+        with self._operation(cid):
+            if c.state.status != RESTARTING or c.manually_stopped:
+                return
+            c.restart_count += 1
+            try:
+                self._start_locked(c)
+                self._publish(c, "restart")
+            except MoorageError as exc:
+                log.warning("restarting %s failed: %s", cid[:12], exc)
+                self._after_exit(c)
+
+    def _cancel_restart(self, cid: str) -> None:
+        with self._lock:
+            timer = self._timers.pop(cid, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _auto_remove(self, cid: str) -> None:
+        try:
+            self.remove(cid, force=True, volumes=True)
+        except NotFound:
+            pass
+        except MoorageError as exc:
+            log.warning("auto-removing %s failed: %s", cid[:12], exc)
+
+    def _clean_runtime(self, cid: str) -> None:
+        from moorage.runtime import api
+
+        with contextlib.suppress(MoorageError):
+            api.delete(self.runtime_root, cid, force=True)
+
+    # --- stop, kill, wait -------------------------------------------------------------
+
+    def wait_exit(self, c: Container, timeout: float | None) -> bool:
+        """Block until ``c`` is not running (or restarting); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while c.state.status in (RUNNING, PAUSED):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def kill(self, ref: str, sig: str | int | None = None) -> None:
+        from moorage.runtime import api
+
+        c = self.get(ref)
+        if not c.running:
+            raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
+        number = _signal_number(sig or "SIGKILL")
+        if number in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            c.manually_stopped = c.manually_stopped or number == signal.SIGKILL
+        try:
+            api.kill(self.runtime_root, c.id, number, all_processes=False)
+        except MoorageError as exc:
+            if c.running:
+                raise Conflict(f"Cannot kill container: {ref}: {exc}") from exc
+        self._publish(c, "kill", signal=str(number))
+
+    def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> bool:
+        """Stop gracefully, then SIGKILL; False if it was not running (the API's 304)."""
+        c = self.get(ref)
+        self._cancel_restart(c.id)
+        with self._operation(c.id):
+            c.manually_stopped = True
+            if c.state.status == RESTARTING:
+                c.state.status = EXITED
+                self._save(c)
+                return True
+            if not c.running:
+                self._save(c)
+                return False
+            self._save(c)
+            self._stop_locked(c, timeout, sig)
+            self._publish(c, "stop")
+            return True
+
+    def _stop_locked(self, c: Container, timeout: int | None, sig: str | None) -> None:
+        from moorage.runtime import api
+
+        grace = timeout if timeout is not None else c.config.get("StopTimeout")
+        grace = STOP_GRACE if grace is None else grace
+        number = _signal_number(sig or c.config.get("StopSignal") or "SIGTERM")
+        if grace != 0 or number != signal.SIGKILL:
+            self._signal(c, number)
+            if c.state.status == PAUSED:
+                with contextlib.suppress(MoorageError):
+                    api.resume(self.runtime_root, c.id)
+            if grace < 0 or self.wait_exit(c, grace if grace >= 0 else None):
+                return
+        self._signal(c, signal.SIGKILL)
+        if c.state.status == PAUSED:
+            with contextlib.suppress(MoorageError):
+                api.resume(self.runtime_root, c.id)
+        if not self.wait_exit(c, KILL_WAIT):
+            raise Unavailable(f"container {c.id} did not exit after SIGKILL")
+
+    def _signal(self, c: Container, number: int) -> None:
+        from moorage.runtime import api
+
+        with contextlib.suppress(MoorageError):
+            api.kill(self.runtime_root, c.id, number, all_processes=number == signal.SIGKILL)
+
+    def restart(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
+        c = self.get(ref)
+        self._cancel_restart(c.id)
+        with self._operation(c.id):
+            if c.running:
+                c.manually_stopped = True
+                self._stop_locked(c, timeout, sig)
+            c.manually_stopped = False
+            self._start_locked(c)
+        self._publish(c, "restart")
+
+    # --- remove -------------------------------------------------------------------
+
+    def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
+        c = self.get(ref)
+        self._cancel_restart(c.id)
+        with self._operation(c.id):
+            if c.id not in self._containers:
+                raise NotFound(f"No such container: {ref}")
+            if c.running:
+                if not force:
+                    raise Conflict(
+                        f"You cannot remove a running container {c.id}. Stop the container "
+                        "before attempting removal or force remove"
+                    )
+                c.manually_stopped = True
+                self._stop_locked(c, 0, "SIGKILL")
+            c.state.status = REMOVING
+            self._save(c)
+            self._watcher.forget(c.id)
+            directory = self._dir(c.id)
+            _unmount_quietly(os.path.join(directory, "rootfs"))
+            self._clean_runtime(c.id)
+            with contextlib.suppress(MoorageError):
+                self.images.snapshots.remove(c.snapshot_key)
+            self.images.db.remove_root("snapshot", c.snapshot_key, ROOT_OWNER + c.id)
+            shutil.rmtree(directory, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._socket(c.id))
+            with self._lock:
+                self._containers.pop(c.id, None)
+                if self._names.get(c.name) == c.id:
+                    del self._names[c.name]
+                self._op_locks.pop(c.id, None)
+                self._backoff.pop(c.id, None)
+                self._changed.notify_all()
+        if volumes:
+            for point in c.mounts:
+                if point.anonymous:
+                    try:
+                        self.volumes.remove(point.name, in_use=self.using_volume)
+                    except MoorageError as exc:
+                        log.info("keeping volume %s: %s", point.name, exc)
+        self._publish(c, "destroy")
+
+    def prune(
+        self, label_filters: list[str] | None = None, until: float | None = None
+    ) -> dict[str, Any]:
+        from moorage.engine.container_filters import labels_match
+        from moorage.engine.container_record import parse_rfc3339
+
+        deleted: list[str] = []
+        for c in self.all():
+            if c.running or c.state.status in (RESTARTING, REMOVING):
+                continue
+            if label_filters and not labels_match(c.config.get("Labels") or {}, label_filters):
+                continue
+            if until is not None and parse_rfc3339(c.created) >= until:
+                continue
+            try:
+                self.remove(c.id, volumes=False)
+            except MoorageError as exc:
+                log.info("prune: keeping %s: %s", c.id[:12], exc)
+                continue
+            deleted.append(c.id)
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": 0}
+
+    # --- rename, pause --------------------------------------------------------------
+
+    def rename(self, ref: str, new_name: str) -> None:
+        c = self.get(ref)
+        name = check_name(new_name)
+        with self._lock:
+            if name == c.name:
+                raise InvalidArgument("Renaming a container with the same name as its current name")
+            other = self._names.get(name)
+            if other is not None:
+                raise Conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{other}". You have to remove (or rename) that container to be able '
+                    "to reuse that name."
+                )
+            old = c.name
+            self._names[name] = c.id
+            del self._names[old]
+            c.name = name
+            self._save(c)
+        self._publish(c, "rename", oldName="/" + old)
+
+    def pause(self, ref: str) -> None:
+        from moorage.runtime import api
+
+        c = self.get(ref)
+        with self._operation(c.id):
+            if c.state.status == PAUSED:
+                raise Conflict(f"Container {c.id} is already paused")
+            if not c.running:
+                raise Conflict(f"Container {c.id} is not running")
+            api.pause(self.runtime_root, c.id)
+            c.state.status = PAUSED
+            self._save(c)
+        self._publish(c, "pause")
+
+    def unpause(self, ref: str) -> None:
+        from moorage.runtime import api
+
+        c = self.get(ref)
+        with self._operation(c.id):
+            if c.state.status != PAUSED:
+                raise Conflict(f"Container {c.id} is not paused")
+            api.resume(self.runtime_root, c.id)
+            c.state.status = RUNNING
+            self._save(c)
+        self._publish(c, "unpause")
+
+    # --- views --------------------------------------------------------------------
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        c = self.get(ref)
+        directory = self._dir(c.id)
+        graph = {"MergedDir": os.path.join(directory, "rootfs")}
+        with contextlib.suppress(MoorageError):
+            graph["UpperDir"] = self.images.snapshots.writable_dir(c.snapshot_key)
+        return c.inspect(directory, self.images.snapshotter_name, graph)
+
+    def list(
+        self,
+        *,
+        all_containers: bool = False,
+        limit: int = -1,
+        filters: dict[str, Any] | None = None,
+        size: bool = False,
+    ) -> list[dict[str, Any]]:
+        from moorage.engine.container_filters import ContainerFilter
+
+        match = ContainerFilter(filters or {}, self)
+        chosen = [
+            c
+            for c in sorted(self.all(), key=lambda c: c.created, reverse=True)
+            if (all_containers or c.running or limit > 0 or match.wants_stopped) and match(c)
+        ]
+        if limit > 0:
+            chosen = chosen[:limit]
+        out = []
+        for c in chosen:
+            summary = c.summary()
+            if size:
+                summary["SizeRw"], summary["SizeRootFs"] = self.sizes(c)
+            out.append(summary)
+        return out
+
+    def sizes(self, c: Container) -> tuple[int, int]:
+        """(SizeRw, SizeRootFs): the container's own changes, and those plus the image."""
+        rw = 0
+        with contextlib.suppress(MoorageError):
+            rw = self.images.snapshots.usage(c.snapshot_key).size
+        base = 0
+        with contextlib.suppress(MoorageError):
+            base = self.images.summary(self.images.resolve(c.image_id))["Size"]
+        return rw, rw + base
+
+    def log_path(self, c: Container) -> str:
+        return os.path.join(self._dir(c.id), f"{c.id}-json.log")
+
+    def monitor_socket(self, c: Container) -> str:
+        if not c.running:
+            raise Conflict(f"Container {c.id} is not running")
+        return self._socket(c.id)
+
+    def counts(self) -> dict[str, int]:
+        cs = self.all()
+        return {
+            "Containers": len(cs),
+            "ContainersRunning": sum(c.state.status == RUNNING for c in cs),
+            "ContainersPaused": sum(c.state.status == PAUSED for c in cs),
+            "ContainersStopped": sum(not c.running for c in cs),
+        }
+
+    # --- restore ------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Read every record; adopt live monitors; record what exited while we were away."""
+        to_restart: list[Container] = []
+        for cid in sorted(os.listdir(self.root)):
+            directory = self._dir(cid)
+            try:
+                c = Container.load(directory)
+            except FileNotFoundError:
+                log.warning("removing %s: no container record (a create that crashed)", cid)
+                shutil.rmtree(directory, ignore_errors=True)
+                continue
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                log.error("container %s: unreadable record, skipped: %s", cid, exc)
+                continue
+            self._containers[c.id] = c
+            self._names[c.name] = c.id
+            if c.state.status == REMOVING:
+                to_restart.append(c)  # finished below
+                continue
+            if c.state.status in (RUNNING, PAUSED, RESTARTING):
+                if self._adopt(c):
+                    continue
+                if c.state.status != RESTARTING:
+                    self._record_exit(c)
+            if c.has_been_started and should_restart(
+                c.restart_policy, c.state.exit_code, c.restart_count, c.manually_stopped
+            ):
+                to_restart.append(c)
+        for c in to_restart:
+            if c.state.status == REMOVING:
+                threading.Thread(target=self._auto_remove, args=(c.id,), daemon=True).start()
+                continue
+            c.state.status = RESTARTING
+            timer = threading.Timer(0, self._restart_from_policy, args=(c.id,))
+            timer.daemon = True
+            self._timers[c.id] = timer
+            timer.start()
+
+    def _adopt(self, c: Container) -> bool:
+        state = read_state(self._dir(c.id))
+        if state is None or state.get("status") != "running":
+            return False
+        pid = int(state.get("monitor_pid") or 0)
+        if not pid or not _is_monitor(pid, c.id):
+            return False
+        c.state.monitor_pid = pid
+        self._watcher.add(c.id, pid)
+        self.health.started(c)
+        log.info("adopted running container %s (monitor %d)", c.id[:12], pid)
+        return True
+
+    def close(self) -> None:
+        self._closed = True
+        self.health.close()
+        with self._lock:
+            timers = list(self._timers.values())
+            self._timers.clear()
+        for t in timers:
+            t.cancel()
+        self._watcher.close()
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _is_monitor(pid: int, cid: str) -> bool:
+    """True if ``pid`` is this container's monitor (not a recycled pid)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"moorage.engine.monitor" in argv and any(cid.encode() in a for a in argv)
+
+
+def _unmount_quietly(path: str) -> None:
+    from moorage.sys import libc
+
+    for _ in range(8):  # a stacked mount would need more than one
+        try:
+            libc.umount2(path, libc.MNT_DETACH)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOENT):
+                return
+            raise
+
+
+def _signal_number(sig: str | int) -> int:
+    from moorage.runtime import api
+
+    try:
+        return int(api.parse_signal(str(sig)))
+    except MoorageError as exc:
+        raise InvalidArgument(f"invalid signal: {sig}") from exc
+
+
+def _exit_code_of_error(message: str) -> int:
+    lowered = message.lower()
+    if "permission denied" in lowered:
+        return 126
+    if "not found" in lowered or "no such file" in lowered:
+        return 127
+    return 128
+
+
+def _start_error(message: str) -> str:
+    if message.startswith("failed to create task"):
+        return message
+    return f"failed to create task for container: {message}: unknown"
