@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, NamedTuple
 
@@ -296,10 +296,27 @@ class ImageService:
         )
         return ref.familiar()
 
-    def remove(self, name: str, *, force: bool = False, prune: bool = True) -> list[dict[str, str]]:
+    def remove(
+        self,
+        name: str,
+        *,
+        force: bool = False,
+        prune: bool = True,
+        in_use: Callable[[str], list[str]] | None = None,
+    ) -> list[dict[str, str]]:
+        """``rmi``. ``in_use(image_id)`` names the containers that use an image: removing
+        its last name is then a Conflict, or with ``force`` leaves it untagged, as Docker."""
         image = self.resolve(name)
         wanted = _canonical(name)
         by_name = [r for r in image.records if r.name == wanted]
+        users = in_use(image.id) if in_use is not None else []
+        last_name = not by_name or len(image.records) == 1
+        if users and last_name and not force:
+            raise Conflict(
+                f'conflict: unable to remove repository reference "{name}" (must force) - '
+                f"container {users[0][:12]} is using its referenced image "
+                f"{image.id.removeprefix('sha256:')[:12]}"
+            )
         deleted: list[dict[str, str]] = []
         if by_name:
             self.db.delete_image(by_name[0].name)
@@ -317,7 +334,11 @@ class ImageService:
                 if not _dangling(record.name):
                     deleted.append({"Untagged": _familiar(record.name)})
             remaining = []
-        if not remaining:
+        if not remaining and users:
+            # A container still needs it: keep it as an untagged image.
+            record = image.records[0]
+            self.db.put_image(record._replace(name=record.digest))
+        elif not remaining:
             deleted.append({"Deleted": image.id})
             if prune:
                 self.collect_garbage()
@@ -521,6 +542,61 @@ class ImageService:
             self.db.put_image(image.record(name))
         return str(image.config_digest)
 
+    def commit_layer(
+        self,
+        parent_id: str,
+        layer: IO[bytes] | None,
+        *,
+        config: ContainerConfig,
+        created_by: str = "",
+        comment: str = "",
+        author: str = "",
+        repo: str | None = None,
+        tag: str | None = None,
+    ) -> str:
+        """``docker commit``: image ``parent_id`` plus ``layer`` (a tar, None when the
+        container changed nothing) becomes a new image with ``config``; returns its id."""
+        ref = parse_reference(f"{repo}:{tag}" if repo and tag else repo) if repo else None
+        parent = self.resolve(parent_id)
+        base = parent.config
+        layers = [
+            formats.StoredLayer(
+                _oci_layer(d), diff_id, int(self._labels(d.digest).get(UNCOMPRESSED_SIZE, 0))
+            )
+            for d, diff_id in zip(parent.manifest.layers, base.rootfs.diff_ids, strict=True)
+        ]
+        with self.leases.lease(labels=ENGINE_LEASE) as lease:
+            for stored in layers:
+                self.leases.add_resource(lease, "content", str(stored.descriptor.digest))
+            if layer is not None:
+                layers.append(
+                    formats.store_layer(self.content, layer, lease=lease, leases=self.leases)
+                )
+            created = formats.now()
+            history = History(
+                created=created,
+                created_by=created_by,
+                author=author or None,
+                comment=comment or None,
+                empty_layer=layer is None,
+            )
+            image = formats.store_image(
+                self.content,
+                base._replace(
+                    created=created,
+                    author=author or None,
+                    config=config,
+                    rootfs=RootFS("layers", tuple(s.diff_id for s in layers)),
+                    history=(*base.history, history),
+                ),
+                layers,
+                lease=lease,
+                leases=self.leases,
+            )
+            self.unpack(self._resolve_unnamed(image))
+            self.db.put_image(image.record(str(ref) if ref else str(image.manifest_digest)))
+        return str(image.config_digest)
+
     def _resolve_unnamed(self, image: formats.StoredImage) -> Resolved:
         record = image.record(str(image.manifest_digest))
         return Resolved(
@@ -628,3 +704,15 @@ def _unix(created: str | None) -> int:
         return int(datetime.fromisoformat(text).timestamp())
     except ValueError:
         return 0
+
+
+def _oci_layer(layer: Descriptor) -> Descriptor:
+    """A parent's layer in the OCI manifest of a committed image: Docker schema 2 media
+    types become their OCI equivalents (same bytes); foreign layers stay as they are."""
+    from moorage.oci import mediatypes as mt
+
+    if layer.media_type in (mt.DOCKER_LAYER, mt.DOCKER_LAYER_TAR, mt.DOCKER_LAYER_ZSTD):
+        return layer._replace(
+            media_type=mt.layer_media_type(mt.layer_compression(layer.media_type))
+        )
+    return layer
