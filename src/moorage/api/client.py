@@ -4,10 +4,16 @@ The stdlib's http.client, not aiohttp: the CLI is short-lived and every
 command pays the client's import. Errors come back as the Moorage error classes
 the server mapped them from (``{"message": ...}`` bodies), so a caller catches
 ``NotFound`` the same whether the call was local or remote.
+
+Attach and exec need the connection itself once the response headers are read
+(Docker's "hijacked" stream: stdin goes up, stdout/stderr come down on the same
+socket). http.client cannot hand its socket over, so :meth:`Client.hijack` speaks
+that one exchange by hand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -20,6 +26,11 @@ from moorage.errors import MoorageError, Unavailable
 
 API_PREFIX = "/v1.50"
 CHUNK = 1024 * 1024
+_MAX_HEADER_BYTES = 64 * 1024
+
+
+class ConnectionFailed(Unavailable):
+    """Nobody answers on the daemon's socket (as opposed to the daemon answering 503)."""
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -64,6 +75,15 @@ class Response:
         finally:
             self.close()
 
+    def iter_available(self, size: int = CHUNK) -> Iterator[bytes]:
+        """The body as it arrives (``logs -f``): each chunk is what one read gave,
+        where :meth:`iter_chunks` waits to fill ``size``."""
+        try:
+            while chunk := self.raw.read1(size):
+                yield chunk
+        finally:
+            self.close()
+
     def iter_json_lines(self) -> Iterator[Any]:
         """Docker's streams of JSON objects (pull/load progress), one per line."""
         try:
@@ -94,46 +114,102 @@ class Client:
         json_body: Any = None,
     ) -> Response:
         """Send a request; non-2xx statuses raise the mapped Moorage error."""
-        query = ""
-        if params:
-            # A list is a repeated parameter (names=a&names=b); a dict is JSON (filters).
-            clean = {
-                k: [_param(x) for x in v] if isinstance(v, list | tuple) else _param(v)
-                for k, v in params.items()
-                if v is not None
-            }
-            query = "?" + urllib.parse.urlencode(clean, doseq=True)
+        return self.begin(
+            method, path, params=params, body=body, headers=headers, json_body=json_body
+        ).response()
+
+    def begin(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: bytes | IO[bytes] | Iterable[bytes] | None = None,
+        headers: dict[str, str] | None = None,
+        json_body: Any = None,
+    ) -> PendingRequest:
+        """Send a request now and read its response later.
+
+        ``moor run`` needs this: its ``wait`` must reach the daemon before the
+        container starts, or a quick exit is missed; the answer comes at the exit.
+        """
         all_headers = dict(headers or {})
         if json_body is not None:
             body = json.dumps(json_body).encode()
             all_headers["Content-Type"] = "application/json"
+        url = API_PREFIX + path + _query(params)
         conn = _UnixConnection(self.socket_path, self.timeout)
         try:
             if body is None or isinstance(body, bytes):
-                conn.request(method, API_PREFIX + path + query, body=body, headers=all_headers)
+                conn.request(method, url, body=body, headers=all_headers)
             else:
                 all_headers.setdefault("Content-Type", "application/x-tar")
                 all_headers["Transfer-Encoding"] = "chunked"
                 conn.request(
-                    method,
-                    API_PREFIX + path + query,
-                    body=_chunks(body),
-                    headers=all_headers,
-                    encode_chunked=True,
+                    method, url, body=_chunks(body), headers=all_headers, encode_chunked=True
                 )
-            raw = conn.getresponse()
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             conn.close()
-            raise Unavailable(
-                f"cannot connect to the moor daemon at unix://{self.socket_path}: is it running?"
-            ) from exc
+            raise self._unreachable() from exc
         except OSError:
             conn.close()
             raise
-        response = Response(raw, conn)
-        if response.status >= 400:
-            raise _error_of(response)
-        return response
+        return PendingRequest(conn)
+
+    def hijack(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+    ) -> HijackedConnection:
+        """Docker's attach/exec-start exchange: after the headers, the socket is the stream.
+
+        ``body`` is sent as JSON unless it is bytes. The daemon answers 101 (it
+        took the upgrade) or 200 (it did not, the stream follows all the same);
+        an error status raises the mapped Moorage error.
+        """
+        payload = b""
+        content_type = ""
+        if isinstance(body, bytes):
+            payload = body
+        elif body is not None:
+            payload = json.dumps(body).encode()
+            content_type = "Content-Type: application/json\r\n"
+        head = (
+            f"{method} {API_PREFIX}{path}{_query(params)} HTTP/1.1\r\n"
+            "Host: localhost\r\n"
+            "Connection: Upgrade\r\n"
+            "Upgrade: tcp\r\n"
+            f"{content_type}"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        )
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if self.timeout is not None:
+                sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+            sock.sendall(head.encode("latin-1") + payload)
+            status, response_headers, rest = _read_head(sock)
+            if status >= 400:
+                raise _error_from(status, _read_body(sock, response_headers, rest))
+            if status not in (101, 200):
+                raise MoorageError(f"{method} {path}: unexpected HTTP {status} for a stream")
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            raise self._unreachable() from exc
+        except BaseException:
+            sock.close()
+            raise
+        # The stream itself blocks for as long as the container is quiet.
+        sock.settimeout(None)
+        chunked = status == 200 and "chunked" in response_headers.get("transfer-encoding", "")
+        return HijackedConnection(sock, rest, status, response_headers, chunked=chunked)
+
+    def _unreachable(self) -> ConnectionFailed:
+        return ConnectionFailed(
+            f"cannot connect to the moor daemon at unix://{self.socket_path}: is it running?"
+        )
 
     def ping(self) -> bool:
         try:
@@ -143,6 +219,185 @@ class Client:
 
     def get_json(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params).json()
+
+
+class PendingRequest:
+    """A request on the wire whose response has not been read yet."""
+
+    def __init__(self, conn: _UnixConnection) -> None:
+        self._conn = conn
+
+    def response(self) -> Response:
+        """Block for the response; non-2xx statuses raise the mapped Moorage error."""
+        try:
+            raw = self._conn.getresponse()
+        except OSError:
+            self._conn.close()
+            raise
+        response = Response(raw, self._conn)
+        if response.status >= 400:
+            raise _error_of(response)
+        return response
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class HijackedConnection:
+    """The socket of an attach or exec stream, with the bytes read past the headers."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        buffered: bytes,
+        status: int,
+        headers: dict[str, str],
+        *,
+        chunked: bool = False,
+    ) -> None:
+        self.sock = sock
+        self.status = status
+        self.headers = headers  # lower-cased names
+        self._pending = bytearray(buffered)
+        # A daemon that did not take the upgrade may still frame its 200 as chunks.
+        self._chunks = _ChunkDecoder() if chunked else None
+
+    def read(self, n: int = 65536) -> bytes:
+        """Up to ``n`` bytes of the stream; b"" at its end."""
+        if self._chunks is None:
+            return self._read_raw(n)
+        while True:
+            data = self._chunks.take(n)
+            if data or self._chunks.done:
+                return data
+            more = self._read_raw(n)
+            if not more:
+                return b""
+            self._chunks.feed(more)
+
+    def _read_raw(self, n: int) -> bytes:
+        if self._pending:
+            data = bytes(self._pending[:n])
+            del self._pending[:n]
+            return data
+        return self.sock.recv(n)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close_write(self) -> None:
+        """Tell the daemon stdin is done (its EOF), keeping the output side open."""
+        # Already closed or reset: then there is nothing left to tell.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> HijackedConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _ChunkDecoder:
+    """Incremental HTTP/1.1 chunked transfer decoding."""
+
+    def __init__(self) -> None:
+        self._raw = bytearray()
+        self._out = bytearray()
+        self._left = 0  # bytes of the current chunk still to come
+        self._crlf = False  # the CRLF after a chunk's data is due
+        self.done = False
+
+    def feed(self, data: bytes) -> None:
+        self._raw += data
+        while not self.done:
+            if self._left:
+                piece = self._raw[: self._left]
+                self._out += piece
+                del self._raw[: len(piece)]
+                self._left -= len(piece)
+                if self._left:
+                    return
+                self._crlf = True
+            if self._crlf:
+                if len(self._raw) < 2:
+                    return
+                del self._raw[:2]
+                self._crlf = False
+            end = self._raw.find(b"\r\n")
+            if end < 0:
+                return
+            size = int(bytes(self._raw[:end]).split(b";")[0] or b"0", 16)
+            del self._raw[: end + 2]
+            if size == 0:
+                self.done = True
+            self._left = size
+
+    def take(self, n: int) -> bytes:
+        data = bytes(self._out[:n])
+        del self._out[:n]
+        return data
+
+    def take_all(self) -> bytes:
+        return self.take(len(self._out))
+
+
+def _query(params: dict[str, Any] | None) -> str:
+    if not params:
+        return ""
+    # A list is a repeated parameter (names=a&names=b); a dict is JSON (filters).
+    clean = {
+        k: [_param(x) for x in v] if isinstance(v, list | tuple) else _param(v)
+        for k, v in params.items()
+        if v is not None
+    }
+    return "?" + urllib.parse.urlencode(clean, doseq=True)
+
+
+def _read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Status and headers of a response, and what was read past them."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        if len(buffer) > _MAX_HEADER_BYTES:
+            raise MoorageError("the daemon's response headers are too long")
+        data = sock.recv(65536)
+        if not data:
+            raise Unavailable("the daemon closed the connection before answering")
+        buffer += data
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise MoorageError(f"malformed response from the daemon: {status_line!r}")
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), headers, rest
+
+
+def _read_body(sock: socket.socket, headers: dict[str, str], rest: bytes) -> bytes:
+    """The (error) body after the headers: by length, by chunks, or up to the close."""
+    if "content-length" in headers:
+        want = int(headers["content-length"])
+        data = bytearray(rest)
+        while len(data) < want and (more := sock.recv(65536)):
+            data += more
+        return bytes(data[:want])
+    if "chunked" in headers.get("transfer-encoding", ""):
+        decoder = _ChunkDecoder()
+        decoder.feed(rest)
+        while not decoder.done and (more := sock.recv(65536)):
+            decoder.feed(more)
+        return decoder.take_all()
+    data = bytearray(rest)
+    while more := sock.recv(65536):
+        data += more
+    return bytes(data)
 
 
 def _param(value: Any) -> str:
@@ -162,10 +417,13 @@ def _chunks(body: IO[bytes] | Iterable[bytes]) -> Iterator[bytes]:
 
 
 def _error_of(response: Response) -> MoorageError:
-    raw = response.read()
+    return _error_from(response.status, response.read())
+
+
+def _error_from(status: int, raw: bytes) -> MoorageError:
     try:
         message = json.loads(raw)["message"]
     except (ValueError, KeyError, TypeError):
-        message = raw.decode(errors="replace").strip() or f"HTTP {response.status}"
-    cls = ERROR_OF_STATUS.get(response.status, MoorageError)
+        message = raw.decode(errors="replace").strip() or f"HTTP {status}"
+    cls = ERROR_OF_STATUS.get(status, MoorageError)
     return cls(message)

@@ -47,13 +47,14 @@ def runtime(args: tuple[str, ...]) -> None:
 
 
 def _register() -> None:
-    from moorage.cli import images, volumes
+    from moorage.cli import containers, images, volumes
     from moorage.cli.bootstrap import bootstrap_cmd
     from moorage.cli.daemon import daemon
 
     cli.add_command(daemon)
     cli.add_command(bootstrap_cmd)
     images.register(cli)
+    containers.register(cli)  # after images: it extends the system group
     volumes.register(cli)
 
 
