@@ -501,17 +501,18 @@ class ContainerService:
             code, oom, finished = 255, False, now_rfc3339()
             error = "container monitor exited unexpectedly"
         _unmount_quietly(os.path.join(directory, "rootfs"))
-        c.state = State(
-            status=EXITED,
-            exit_code=code,
-            oom_killed=oom,
-            finished_at=finished,
-            started_at=c.state.started_at,
-            error=error,
-            health=c.state.health,
-        )
         self.health.stopped(c)
-        self._save(c)
+        with self._lock:  # waiters see the new state only once it is on disk
+            c.state = State(
+                status=EXITED,
+                exit_code=code,
+                oom_killed=oom,
+                finished_at=finished,
+                started_at=c.state.started_at,
+                error=error,
+                health=c.state.health,
+            )
+            self._save(c)
         if oom:
             self._publish(c, "oom")
         self._publish(c, "die", exitCode=str(code))
@@ -677,7 +678,12 @@ class ContainerService:
             with contextlib.suppress(MoorageError):
                 self.images.snapshots.remove(c.snapshot_key)
             self.images.db.remove_root("snapshot", c.snapshot_key, ROOT_OWNER + c.id)
-            shutil.rmtree(directory, ignore_errors=True)
+            # Out of sight first, under the lock that every record write takes, so a
+            # late write (an exit being recorded) cannot bring the directory back.
+            trash = os.path.join(self.root, f".removing-{c.id}")
+            with self._lock, contextlib.suppress(FileNotFoundError):
+                os.rename(directory, trash)
+            shutil.rmtree(trash, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._socket(c.id))
             with self._lock:
@@ -836,6 +842,9 @@ class ContainerService:
         to_restart: list[Container] = []
         for cid in sorted(os.listdir(self.root)):
             directory = self._dir(cid)
+            if cid.startswith(".removing-"):  # a removal the last daemon did not finish
+                shutil.rmtree(directory, ignore_errors=True)
+                continue
             try:
                 c = Container.load(directory)
             except FileNotFoundError:

@@ -251,7 +251,9 @@ class MetadataDB:
         self.path = os.fspath(path)
         self._state = _ThreadState()
         self._lock = threading.Lock()
-        self._conns: list[tuple[int, sqlite3.Connection]] = []
+        # (pid, thread, connection) of every open connection, so that close() can
+        # close them all and a connection whose thread has ended is closed too.
+        self._conns: list[tuple[int, threading.Thread, sqlite3.Connection]] = []
         conn = self._conn()
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -286,15 +288,20 @@ class MetadataDB:
             raise self._translate(exc) from exc
         state.conn, state.pid, state.mode = conn, pid, None
         with self._lock:
-            self._conns.append((pid, conn))
+            ended = [c for p, t, c in self._conns if p == pid and not t.is_alive()]
+            self._conns = [(p, t, c) for p, t, c in self._conns if p != pid or t.is_alive()] + [
+                (pid, threading.current_thread(), conn)
+            ]
+        for old in ended:  # a daemon starts a thread per long request: don't keep theirs
+            old.close()
         return conn
 
     def close(self) -> None:
         """Close every connection this process opened; the object may be used again."""
         pid = os.getpid()
         with self._lock:
-            mine = [c for p, c in self._conns if p == pid]
-            self._conns = [(p, c) for p, c in self._conns if p != pid]
+            mine = [c for p, _, c in self._conns if p == pid]
+            self._conns = [(p, t, c) for p, t, c in self._conns if p != pid]
         for conn in mine:
             conn.close()
         self._state = _ThreadState()

@@ -148,6 +148,7 @@ async def serve(config: EngineConfig) -> None:
     site = web.UnixSite(runner, path)
     await site.start()
     os.chmod(path, 0o660)
+    ours = os.stat(path).st_ino
     log.info("moor daemon %s listening on unix://%s (root %s)", __version__, path, config.root)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -157,7 +158,9 @@ async def serve(config: EngineConfig) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        # Only our own socket: a new daemon may already listen at this path.
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+            if os.stat(path).st_ino == ours:
+                os.unlink(path)
         await asyncio.to_thread(engine.close)
         log.info("moor daemon stopped")
