@@ -1,52 +1,113 @@
-"""make demo: the guide's "first container", on Moorage's own OCI runtime.
+"""make demo: the guide's "first container", on Moorage.
 
-Makes a busybox root filesystem, writes a bundle with Docker's defaults, runs a
-container from it with `moor-runtime run`, and shows what it printed: its
-hostname, its identity, and a process list in which it is PID 1.
+Starts a private ``moor daemon`` (its own socket, root and exec root, so the demo
+never touches a daemon the user runs), bootstraps a busybox image, runs a small
+web server in a container, and shows ``ps``, ``logs``, ``exec`` and ``inspect``
+the way the guide walks through them with docker. Port publishing (``-p
+3000:3000``) arrives with networking; until then the demo asks the server from
+inside the container. Everything is removed at the end, even on failure.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from bundles import make_bundle  # noqa: E402
-
-SCRIPT = (
-    'echo "hello from $(hostname)"; '
-    'echo "I am: $(id)"; '
-    "echo 'my processes:'; ps -o pid,user,args; "
-    'echo "capabilities: $(grep CapEff /proc/self/status)"'
+BIN = Path(sys.executable).parent
+SERVER = (
+    "mkdir -p /www && echo 'Hello from Moorage!' > /www/index.html && "
+    "echo 'listening on :3000' && exec httpd -f -v -p 3000 -h /www"
 )
+ASK = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 3000"
 
 
 def main() -> int:
-    runtime = str(Path(sys.executable).parent / "moor-runtime")
     work = Path(tempfile.mkdtemp(prefix="moorage-demo-"))
-    root = work / "state"
-    try:
+    exec_root = Path(tempfile.mkdtemp(prefix="moorage-demo-", dir="/run"))
+    host = f"unix://{exec_root}/moor.sock"
+    log = open(work / "daemon.log", "wb")  # noqa: SIM115 (closed in finally)
+    daemon = subprocess.Popen(
+        [
+            str(BIN / "moor"),
+            "daemon",
+            "-H",
+            host,
+            "--root",
+            str(work / "root"),
+            "--exec-root",
+            str(exec_root),
+        ],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+    )
 
-        def edit(config: dict[str, object]) -> None:
-            config["hostname"] = "first-container"
-
-        bundle = make_bundle(work / "bundle", ["sh", "-c", SCRIPT], edit=edit)
-        print(f"$ moor-runtime run --bundle {bundle} demo", flush=True)
+    def moor(*args: str, show: bool = True, check: bool = True) -> str:
+        if show:
+            print(f"$ moor {shlex.join(args)}", flush=True)
         result = subprocess.run(
-            [runtime, "--root", str(root), "run", "--bundle", str(bundle), "demo"], check=False
+            [str(BIN / "moor"), "-H", host, *args], capture_output=True, text=True, check=False
         )
-        print(f"(exit status {result.returncode})")
-        print("\n$ moor-runtime features | head", flush=True)
-        features = json.loads(subprocess.check_output([runtime, "features"]))
-        print(f"namespaces: {', '.join(features['linux']['namespaces'])}")
-        print(f"seccomp: {features['linux']['seccomp'].get('enabled')}")
-        return result.returncode
+        if show:
+            print(result.stdout, end="", flush=True)
+            print(result.stderr, end="", file=sys.stderr, flush=True)
+        if check and result.returncode != 0:
+            raise SystemExit(f"moor {' '.join(args)} failed ({result.returncode})")
+        return result.stdout
+
+    try:
+        deadline = time.monotonic() + 30
+        while (
+            moor("version", show=False, check=False) == "" or not (exec_root / "moor.sock").exists()
+        ):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"moor daemon did not start: see {work / 'daemon.log'}")
+            time.sleep(0.05)
+        moor("bootstrap", "busybox")
+        moor("run", "--rm", "busybox", "echo", "hello from my first container")
+        moor(
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--health-cmd",
+            ASK,
+            "--health-interval",
+            "1s",
+            "busybox",
+            "sh",
+            "-c",
+            SERVER,
+        )
+        moor("exec", "web", "sh", "-c", ASK)
+        for _ in range(50):
+            if "(healthy)" in moor("ps", "--format", "{{.Status}}", show=False):
+                break
+            time.sleep(0.1)
+        moor("ps")
+        moor("logs", "web")
+        moor("inspect", "--format", "{{.State.Status}} pid={{.State.Pid}}", "web")
+        moor("stop", "-t", "1", "web")
+        moor("rm", "web")
+        moor("ps", "-a")
+        return 0
     finally:
+        moor("rm", "-f", "web", show=False, check=False)
+        daemon.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            daemon.wait(timeout=30)
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        subprocess.run(["umount", "-R", "-l", str(work / "root")], check=False, capture_output=True)
+        shutil.rmtree(exec_root, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
