@@ -21,10 +21,10 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 SERVER = (
-    "mkdir -p /www && echo 'Hello from Moorage!' > /www/index.html && "
-    "echo 'listening on :3000' && exec httpd -f -v -p 3000 -h /www"
+    'mkdir -p /www && echo "Hello from Moorage!" > /www/index.html && '
+    'echo "listening on :3000" && exec httpd -f -v -p 3000 -h /www'
 )
-ASK = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 3000"
+ASK = 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc 127.0.0.1 3000'
 
 
 def main() -> int:
