@@ -1,6 +1,10 @@
 """The per-container monitor runs a container to the end on its own: logs, exit code,
 OOM, cleanup, and none of it depends on a daemon being there. Its control socket
-starts it, attaches clients (frames, tty, stdin), resizes its terminal and execs."""
+starts it, attaches clients (frames, tty, stdin), resizes its terminal and execs.
+
+Every test that takes ``monitors`` runs twice: with monitors started as a process of
+their own, and forked by a monitor zygote (``engine.monitor_zygote``), as the daemon
+starts them."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,6 +31,7 @@ from bundles import make_bundle
 from moorage.engine.logs import read_logs, unframe
 from moorage.engine.monitor import read_state
 from moorage.engine.monitor_client import MonitorClient, launch
+from moorage.engine.monitor_zygote import MonitorZygote
 from moorage.errors import (
     Conflict,
     FailedPrecondition,
@@ -71,10 +77,17 @@ def _wait_pid(pid: int, timeout: float = WAIT) -> None:
 class Monitors:
     """Launches monitors for a test and leaves nothing behind, whatever happens."""
 
-    def __init__(self, tmp_path: Path, runtime_root: Path, template: Path) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        runtime_root: Path,
+        template: Path,
+        zygote: MonitorZygote | None = None,
+    ) -> None:
         self.tmp_path = tmp_path
         self.runtime_root = runtime_root
         self.template = template
+        self.zygote = zygote
         # Short: a unix socket path has at most 107 bytes.
         self.sockets = Path(tempfile.mkdtemp(prefix="moor-mon-"))
         self.pids: list[int] = []
@@ -100,10 +113,14 @@ class Monitors:
         }
         return directory, task
 
+    def launch_task(self, directory: Path, task: dict[str, Any]) -> int:
+        pid = launch(str(directory), task, zygote=self.zygote)
+        self.pids.append(pid)
+        return pid
+
     def launch(self, cid: str, bundle: Path, **extra: Any) -> Launched:
         directory, task = self.task(cid, bundle, **extra)
-        pid = launch(str(directory), task)
-        self.pids.append(pid)
+        pid = self.launch_task(directory, task)
         return Launched(cid, directory, task["socket"], pid, MonitorClient(task["socket"]), bundle)
 
     def tmpfs(self, name: str) -> Path:
@@ -138,10 +155,26 @@ class Monitors:
         shutil.rmtree(self.sockets, ignore_errors=True)
 
 
-@pytest.fixture
-def monitors(tmp_path: Path, runtime_root: Path, busybox_template: Path) -> Iterator[Monitors]:
+@pytest.fixture(scope="module")
+def monitor_zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MonitorZygote]:
+    zygote = MonitorZygote(str(tmp_path_factory.mktemp("zygote")))
+    try:
+        yield zygote
+    finally:
+        zygote.close()
+
+
+@pytest.fixture(params=["process", "zygote"])
+def monitors(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    runtime_root: Path,
+    busybox_template: Path,
+    monitor_zygote: MonitorZygote,
+) -> Iterator[Monitors]:
     # Torn down before runtime_root, which force-deletes any container left.
-    m = Monitors(tmp_path, runtime_root, busybox_template)
+    zygote = monitor_zygote if request.param == "zygote" else None
+    m = Monitors(tmp_path, runtime_root, busybox_template, zygote)
     try:
         yield m
     finally:
@@ -298,7 +331,7 @@ def test_a_container_that_cannot_be_created_is_refused_and_recorded(monitors: Mo
     mount = monitors.tmpfs("rootfs")
     directory, task = monitors.task("m4", bundle, rootfs_mount=str(mount))
     with pytest.raises(MoorageError, match="/no/such/program"):
-        launch(str(directory), task)
+        monitors.launch_task(directory, task)
     state = read_state(str(directory))
     assert state is not None
     assert (state["status"], state["exit_code"]) == ("exited", 127)
@@ -311,7 +344,7 @@ def test_a_container_that_cannot_be_created_is_refused_and_recorded(monitors: Mo
 def test_launch_reports_a_bad_bundle(monitors: Monitors, tmp_path: Path) -> None:
     directory, task = monitors.task("m5", tmp_path / "no-such-bundle")
     with pytest.raises(NotFound, match="bundle does not exist"):
-        launch(str(directory), task)
+        monitors.launch_task(directory, task)
     state = read_state(str(directory))
     assert state is not None
     assert state["exit_code"] == 127
@@ -324,7 +357,7 @@ def test_launch_reports_a_bad_task(monitors: Monitors) -> None:
     directory, task = monitors.task("m6", bundle)
     del task["id"]
     with pytest.raises(InvalidArgument, match="id"):
-        launch(str(directory), task)
+        monitors.launch_task(directory, task)
     state = read_state(str(directory))
     assert state is not None
     assert state["exit_code"] == 127
@@ -554,6 +587,9 @@ def test_garbage_on_the_socket_gets_errors_and_breaks_nothing(monitors: Monitors
     assert os.read(r, 1) == b""
     os.close(r)
     stream = m.client.attach(stdin=False, stdout=True, stderr=True)
+    deadline = time.monotonic() + WAIT  # killed before it has said it: nothing to check
+    while not _logged(m) and time.monotonic() < deadline:
+        time.sleep(0.01)
     api.kill(str(monitors.runtime_root), "bad", "KILL")
     _read_all(stream)
     assert monitors.finished(m)["exit_code"] == 137

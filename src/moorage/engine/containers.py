@@ -53,6 +53,7 @@ from moorage.engine.container_record import (
 from moorage.engine.etcfiles import hosts_file, lookup_user, resolv_conf
 from moorage.engine.events import EventBus
 from moorage.engine.monitor import read_state
+from moorage.engine.monitor_zygote import MonitorZygote
 from moorage.engine.restart import Backoff, should_restart
 from moorage.engine.specgen import (
     ContainerRequest,
@@ -111,6 +112,8 @@ class ContainerService:
         self._timers: dict[str, threading.Timer] = {}
         self._closed = False
         self._watcher = MonitorWatcher(self._monitor_exited)
+        # Monitors are forked from it (started on the first start); close() reaps it.
+        self._monitor_zygote = MonitorZygote(self.exec_root)
         from moorage.engine.health import HealthService
 
         self.health = HealthService(self)
@@ -375,7 +378,7 @@ class ContainerService:
                 "stdin_once": bool(c.config.get("StdinOnce")),
                 "rootfs_mount": rootfs,
             }
-            monitor_pid = monitor_client.launch(directory, task)
+            monitor_pid = monitor_client.launch(directory, task, zygote=self._monitor_zygote)
         except MoorageError as exc:
             _unmount_quietly(rootfs)
             self._record_start_failure(c, str(exc))
@@ -412,6 +415,11 @@ class ContainerService:
         self._publish(c, "start")
 
     def _record_start_failure(self, c: Container, message: str) -> None:
+        with self._lock:
+            pending = self._pending_attach.pop(c.id, [])
+        for attach in pending:  # "" tells an attached client that nothing will come
+            with contextlib.suppress(Exception):
+                attach("")
         c.state = State(
             status=CREATED if not c.has_been_started else EXITED,
             exit_code=_exit_code_of_error(message),
@@ -900,19 +908,32 @@ class ContainerService:
         for t in timers:
             t.cancel()
         self._watcher.close()
+        self._monitor_zygote.close()
 
 
 # --- helpers ---------------------------------------------------------------------------
 
 
 def _is_monitor(pid: int, cid: str) -> bool:
-    """True if ``pid`` is this container's monitor (not a recycled pid)."""
+    """True if ``pid`` is this container's monitor (not a recycled pid).
+
+    A monitor has ``moorage.engine.monitor`` and the container's directory on its
+    command line (one forked by the monitor zygote rewrites the zygote's to that);
+    failing that, a forked one has the zygote's and works in that directory.
+    """
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().split(b"\0")
     except OSError:
         return False
-    return b"moorage.engine.monitor" in argv and any(cid.encode() in a for a in argv)
+    if b"moorage.engine.monitor" not in argv:
+        return False
+    if any(cid.encode() in a for a in argv):
+        return True
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/cwd")) == cid
+    except OSError:
+        return False
 
 
 def _unmount_quietly(path: str) -> None:

@@ -2,16 +2,26 @@
 
 ``python -m moorage.engine.monitor DIR`` runs one container described by
 ``DIR/monitor.json`` (:class:`Task`) and stays its parent (a child subreaper) until
-it exits. ``engine.monitor_client.launch`` starts it; a client talks to it with
-``engine.monitor_client.MonitorClient``.
+it exits. ``engine.monitor_client.launch`` starts it, so or (the daemon's way) as
+a fork of ``engine.monitor_zygote``, which calls :func:`serve` in the fork with the
+ready pipe passed in and ``DIR`` as its working directory. A client talks to it
+with ``engine.monitor_client.MonitorClient``.
 
 1. It creates the container with the runtime's in-process API: stdout and stderr
    on pipes it holds, or with ``tty`` a pty whose master comes back through a
    console socketpair; stdin a pipe whose write end it keeps (``open_stdin``, or
-   the pty), else /dev/null. It listens on its control socket (mode 0600), records
-   ``state.json`` (created, pid) and writes ``{"ok": true, "pid": N}`` to
-   ``ready_fd``; on failure ``{"ok": false, "error": ...}``, an exited state.json
-   (exit code 127 and the error) and it exits.
+   the pty), else /dev/null. A monitor forked by the zygote runs from the sealed
+   copy of the interpreter: it creates the container in a throwaway fork of itself
+   (made while it is still single-threaded), in which the runtime forks the
+   container's stage from that process (``runtime.spawn``'s fork mode) and which
+   reports the init's pid and exits; what create allocates and touches dies with
+   it, instead of staying in the long-lived monitor (copied from the zygote's
+   pages), and the init, its parents gone, is the monitor's child (a subreaper's).
+   Otherwise, and for every exec, the stage is a fresh interpreter. It
+   listens on its control socket (mode 0600), records ``state.json`` (created,
+   pid) and writes ``{"ok": true, "pid": N, "monitor_pid": M}`` to the ready pipe
+   (``ready_fd``); on failure ``{"ok": false, "error": ...}``, an exited
+   state.json (exit code 127 and the error) and it exits.
 2. It does not start the container by itself: a client sends ``start`` (after
    attaching, so no output is lost); it then records ``state.json`` (running, pid,
    started_at).
@@ -74,7 +84,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeGuard
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, TypeGuard
 
 from moorage.engine.logs import JsonFileWriter, frame, parse_log_opts
 from moorage.errors import Conflict, FailedPrecondition, InvalidArgument, MoorageError, NotFound
@@ -856,7 +866,7 @@ class _Monitor:
                     bundle=task.bundle, stdin=stdin, stdout=out_w, stderr=err_w
                 )
             try:
-                record = api.create(task.runtime_root, task.id, create_opts)
+                record = _create(task, create_opts)
             finally:
                 for fd in theirs:
                     os.close(fd)
@@ -1174,6 +1184,97 @@ class _Monitor:
         return pid, done, master
 
 
+def _create(task: Task, opts: Any) -> ContainerRecord:
+    """``api.create``; from the sealed copy of the interpreter (a monitor forked by
+    ``engine.monitor_zygote``), in a throwaway fork of this process (see the module)."""
+    from moorage.runtime import api
+    from moorage.sys.sealed import running_sealed
+
+    if not running_sealed():
+        return api.create(task.runtime_root, task.id, opts)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    report_r, report_w = os.pipe()
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(report_r)
+        os.close(report_w)
+        raise
+    if pid == 0:
+        os.close(report_r)
+        _create_and_report(task, opts, report_w)
+    os.close(report_w)
+    try:
+        data = b""
+        while chunk := os.read(report_r, _CHUNK):
+            data += chunk
+    finally:
+        os.close(report_r)
+        os.waitpid(pid, 0)
+    return _created(task, data)
+
+
+def _create_and_report(task: Task, opts: Any, report_w: int) -> NoReturn:
+    """The throwaway fork: create, with the stage forked from here (the runtime's fork
+    mode: this process is single-threaded), report, exit."""
+    import marshal
+
+    from moorage.runtime import api, spawn
+
+    try:
+        spawn.fork_stages()
+        record = api.create(task.runtime_root, task.id, opts)
+        reply: dict[str, Any] = {
+            "pid": record.pid,
+            "pid_start": record.pid_start,
+            "cgroups_path": record.cgroups_path,
+        }
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the monitor
+        kind = type(exc).__name__ if isinstance(exc, MoorageError) else ""
+        reply = {"error": _describe(exc), "kind": kind}
+    try:
+        data = marshal.dumps(reply)
+        while data:
+            data = data[os.write(report_w, data) :]
+    finally:
+        os._exit(0)
+
+
+def _created(task: Task, data: bytes) -> ContainerRecord:
+    """The record the throwaway fork reported, or its error raised here."""
+    import marshal
+
+    from moorage import errors
+    from moorage.runtime.container import ContainerRecord
+
+    try:
+        reply = marshal.loads(data)
+    except (EOFError, ValueError, TypeError):
+        # It died (killed?) without undoing what it had made: undo it here.
+        from moorage.runtime import api
+
+        with contextlib.suppress(MoorageError):
+            api.delete(task.runtime_root, task.id, force=True)
+        reply = {"error": f"container {task.id}: create ended without a word", "kind": ""}
+    if "error" in reply:
+        cls = getattr(errors, reply["kind"], None) if reply["kind"] else None
+        if not (isinstance(cls, type) and issubclass(cls, MoorageError)):
+            cls = FailedPrecondition
+        raise cls(reply["error"])
+    return ContainerRecord(
+        id=task.id,
+        bundle=task.bundle,
+        rootfs="",
+        created="",
+        config={},
+        pid=reply["pid"],
+        pid_start=reply["pid_start"],
+        cgroups_path=reply["cgroups_path"],
+    )
+
+
 class _Ready:
     """The launcher's pipe: one JSON line, then closed."""
 
@@ -1197,19 +1298,21 @@ class _Ready:
             self.fd = None
 
 
-def run(directory: str) -> int:
+def run(directory: str, ready_fd: int | None = None) -> int:
     """Run the container of ``directory`` to its end; return its exit code (also recorded).
 
+    ``ready_fd``, when given, is the ready pipe (else monitor.json's ``ready_fd``).
     For the monitor's own process only: it becomes a subreaper and takes over the
     reaping of every child (:func:`_leave_children_to_the_reaper`).
     """
     from moorage.runtime import api
 
-    ready = _Ready(None)
+    ready = _Ready(ready_fd)
     task: Task | None = None
     try:
         data = _load_task_json(directory)
-        ready = _Ready(_ready_fd_of(data))
+        if ready_fd is None:
+            ready = _Ready(_ready_fd_of(data))
         task = Task.from_dict(data, os.path.join(directory, "monitor.json"))
         api.become_subreaper()
         _leave_children_to_the_reaper()
@@ -1238,7 +1341,7 @@ def run(directory: str) -> int:
             _log(f"state.json: {_describe(state_error)}")
         ready.send(_error_reply(exc))
         return 127
-    ready.send({"ok": True, "pid": pid})
+    ready.send({"ok": True, "pid": pid, "monitor_pid": os.getpid()})
     return monitor.wait()
 
 
@@ -1250,12 +1353,17 @@ def main() -> None:
     if len(sys.argv) != 2:
         sys.stderr.write("usage: python -m moorage.engine.monitor CONTAINER_DIR\n")
         sys.exit(2)
+    serve(sys.argv[1])
+
+
+def serve(directory: str, ready_fd: int | None = None) -> NoReturn:
+    """Be the monitor of ``directory`` (see :func:`run`), then exit this process."""
     # A stop request reaches the container through the daemon (runtime kill), not us.
     # Caught rather than ignored: an ignored signal would stay ignored in the container.
     signal.signal(signal.SIGINT, _ignore)
     signal.signal(signal.SIGHUP, _ignore)
     try:
-        status = 0 if run(sys.argv[1]) >= 0 else 1
+        status = 0 if run(directory, ready_fd) >= 0 else 1
     except MoorageError as exc:
         sys.stderr.write(f"moor monitor: {exc}\n")
         status = 1

@@ -3,6 +3,7 @@
 Synchronous and standard-library only: the daemon calls it from worker threads::
 
     pid = launch(container_dir, task)            # created, not started; raises if not
+    pid = launch(container_dir, task, zygote=z)  # the same, forked by a MonitorZygote
     client = MonitorClient(task["socket"])
     stream = client.attach(stdin=False, stdout=True, stderr=True)
     client.start()                                # output from now on is on `stream`
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from moorage.errors import (
     AlreadyExists,
@@ -39,6 +40,9 @@ from moorage.errors import (
     PermissionDenied,
     Unavailable,
 )
+
+if TYPE_CHECKING:
+    from moorage.engine.monitor_zygote import MonitorZygote
 
 __all__ = ["ExecHandle", "MonitorClient", "error_from_reply", "launch"]
 
@@ -259,6 +263,18 @@ class ExecHandle:
 # -- launching ---------------------------------------------------------------------
 
 
+class Launched(Protocol):
+    """A monitor process being launched: a ``subprocess.Popen``, or a zygote's fork."""
+
+    pid: int
+
+    def kill(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Its exit status (None when unknown); subprocess.TimeoutExpired."""
+        ...
+
+
 class _Detached(subprocess.Popen[bytes]):
     """A monitor outlives this object: no "still running" warning, no reaping by
     ``subprocess``; the caller reaps the pid (or its own exit hands it to init)."""
@@ -267,14 +283,17 @@ class _Detached(subprocess.Popen[bytes]):
         return
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
+def write_task(directory: str, task: dict[str, Any], ready_fd: int | None = None) -> None:
+    """Write ``directory/monitor.json``: ``task``, and the ready pipe's number if given."""
+    data = task if ready_fd is None else {**task, "ready_fd": ready_fd}
+    tmp = os.path.join(directory, f"monitor.json.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
-        f.write(data)
-    os.rename(tmp, path)
+        f.write(json.dumps(data).encode())
+    os.rename(tmp, os.path.join(directory, "monitor.json"))
 
 
-def _log_tail(path: str, size: int = 2000) -> str:
+def log_tail(path: str, size: int = 2000) -> str:
+    """``": <the end of the file>"`` for an error message; "" when there is nothing."""
     try:
         with open(path, "rb") as f:
             f.seek(max(0, os.fstat(f.fileno()).st_size - size))
@@ -284,7 +303,7 @@ def _log_tail(path: str, size: int = 2000) -> str:
     return f": {text}" if text else ""
 
 
-def _read_ready(fd: int, timeout: float) -> bytes | None:
+def read_ready(fd: int, timeout: float) -> bytes | None:
     """The ready line, or None if the pipe closed without one; TimeoutError."""
     deadline = time.monotonic() + timeout
     buf = b""
@@ -303,7 +322,57 @@ def _read_ready(fd: int, timeout: float) -> bytes | None:
     return buf.split(b"\n", 1)[0]
 
 
-def launch(directory: str, task: dict[str, Any], timeout: float = 30.0) -> int:
+def parse_ready(line: bytes | None) -> dict[str, Any] | None:
+    """The ready line as a JSON object, or None."""
+    if line is None:
+        return None
+    with contextlib.suppress(ValueError):
+        parsed = json.loads(line)
+        if isinstance(parsed, dict):
+            return parsed
+    return None
+
+
+def await_ready(proc: Launched, ready_r: int, directory: str, timeout: float) -> int:
+    """Wait for the ready line of ``proc`` on ``ready_r`` (the caller closes it);
+    return its pid once the container is created, else raise as :func:`launch` does."""
+    try:
+        line = read_ready(ready_r, timeout)
+    except TimeoutError:
+        proc.kill()
+        proc.wait()
+        raise Unavailable(
+            f"container monitor in {directory}: not ready within {timeout:g}s"
+            f"{log_tail(os.path.join(directory, 'monitor.log'))}"
+        ) from None
+    return conclude(proc, parse_ready(line), directory, timeout)
+
+
+def conclude(proc: Launched, reply: dict[str, Any] | None, directory: str, timeout: float) -> int:
+    """``proc.pid`` if ``reply`` (the ready line) says the container is created, else
+    the error: the refusal it carries, or :class:`Unavailable` (no reply at all)."""
+    if reply is not None and reply.get("ok") is True and type(reply.get("pid")) is int:
+        return proc.pid
+    try:
+        status = proc.wait(timeout=timeout)  # it exits right after a refusal
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        status = proc.wait()
+    if reply is not None and reply.get("ok") is False:
+        raise error_from_reply(reply)
+    how = f" (status {status})" if status is not None else ""
+    raise Unavailable(
+        f"container monitor in {directory}: exited before it was ready{how}"
+        f"{log_tail(os.path.join(directory, 'monitor.log'))}"
+    )
+
+
+def launch(
+    directory: str,
+    task: dict[str, Any],
+    timeout: float = 30.0,
+    zygote: MonitorZygote | None = None,
+) -> int:
     """Start the monitor of the container in ``directory``; return its pid once the
     container is created (not started) and the socket listens.
 
@@ -311,15 +380,20 @@ def launch(directory: str, task: dict[str, Any], timeout: float = 30.0) -> int:
     ``python -m moorage.engine.monitor directory`` in a new session (it outlives
     us; its output is appended to ``directory/monitor.log``). A refusal raises the
     MoorageError for its text; a monitor that dies or hangs first, :class:`Unavailable`.
+
+    With ``zygote`` (``engine.monitor_zygote.MonitorZygote``) the monitor is a fork
+    of that warm process instead, with the same files and the same answers; when the
+    zygote cannot take the request (it cannot start, or it died: it is started again
+    next time), the monitor is started as above.
     """
+    if zygote is not None:
+        pid = zygote.launch(directory, task, timeout)
+        if pid is not None:
+            return pid
     log_path = os.path.join(directory, "monitor.log")
-    what = f"container monitor in {directory}"
     ready_r, ready_w = os.pipe()
     try:
-        _write_atomic(
-            os.path.join(directory, "monitor.json"),
-            json.dumps({**task, "ready_fd": ready_w}).encode(),
-        )
+        write_task(directory, task, ready_w)
         with open(log_path, "ab") as log:
             proc = _Detached(
                 [sys.executable, "-m", "moorage.engine.monitor", directory],
@@ -332,29 +406,12 @@ def launch(directory: str, task: dict[str, Any], timeout: float = 30.0) -> int:
             )
     except OSError as exc:
         os.close(ready_r)
-        raise Unavailable(f"{what}: cannot start: {exc.strerror or exc}") from exc
+        raise Unavailable(
+            f"container monitor in {directory}: cannot start: {exc.strerror or exc}"
+        ) from exc
     finally:
         os.close(ready_w)
     try:
-        line = _read_ready(ready_r, timeout)
-    except TimeoutError:
-        proc.kill()
-        proc.wait()
-        raise Unavailable(f"{what}: not ready within {timeout:g}s{_log_tail(log_path)}") from None
+        return await_ready(proc, ready_r, directory, timeout)
     finally:
         os.close(ready_r)
-    reply: dict[str, Any] | None = None
-    if line is not None:
-        with contextlib.suppress(ValueError):
-            parsed = json.loads(line)
-            reply = parsed if isinstance(parsed, dict) else None
-    if reply is not None and reply.get("ok") is True and type(reply.get("pid")) is int:
-        return proc.pid
-    try:
-        status = proc.wait(timeout=timeout)  # it exits right after a refusal
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        status = proc.wait()
-    if reply is not None and reply.get("ok") is False:
-        raise error_from_reply(reply)
-    raise Unavailable(f"{what}: exited before it was ready (status {status}){_log_tail(log_path)}")

@@ -1,7 +1,9 @@
 """The code that runs in the processes that become a container.
 
-The runtime starts a fresh interpreter from a sealed memfd (``moorage.sys.sealed``)
-and talks to it over a ``moorage.runtime.sync`` channel. That process (the *stage*)
+The runtime starts a fresh interpreter from a sealed memfd (``moorage.sys.sealed``),
+or forks one that already runs from such a copy (a zygote, or a caller in the
+fork mode of ``moorage.runtime.spawn``: :func:`forked_stage`), and talks to it
+over a ``moorage.runtime.sync`` channel. That process (the *stage*)
 joins or creates the namespaces; when a pid namespace is involved it forks, and
 the child becomes the container's init (``create``) or the exec'd process
 (``exec``). The stage reports the child's host pid and exits.
@@ -86,7 +88,6 @@ def _zygote(control: socket.socket) -> NoReturn:
     import signal
     import socket
 
-    global _always_fork
     _preload()
     import base64  # noqa: F401
 
@@ -109,12 +110,31 @@ def _zygote(control: socket.socket) -> NoReturn:
             _trace("zygote child")
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             control.close()
-            chan = Channel(_socket.socket(fileno=_place_fds(fds, request["targets"])))
-            _always_fork = True
-            _guarded(chan, _stage, chan)
+            forked_stage(fds, request["targets"], always_fork=True)
         for fd in fds:
             os.close(fd)
         control.send(marshal.dumps({"pid": pid}))
+
+
+def forked_stage(fds: list[int], targets: list[int], *, always_fork: bool) -> NoReturn:
+    """Become a stage in a child just forked from a warm interpreter; never returns.
+
+    The child side of both warm paths: a fork of the zygote above, and a fork of a
+    process that forks its stages itself (``moorage.runtime.spawn.fork_stages``).
+    ``fds`` and ``targets`` are as :func:`_place_fds` takes them. ``always_fork``:
+    the container's process must not be this stage (the zygote's case; see
+    ``_always_fork``). The forking process's heap comes along: the child is made
+    non-dumpable first, and the cyclic GC is off so that no finalizer of an object
+    of the parent's closes a descriptor number the stage has reused.
+    """
+    import gc
+
+    global _always_fork
+    gc.disable()
+    libc.prctl(libc.PR_SET_DUMPABLE, 0)
+    chan = Channel(_socket.socket(fileno=_place_fds(fds, targets)))
+    _always_fork = always_fork
+    _guarded(chan, _stage, chan)
 
 
 def _place_fds(fds: list[int], targets: list[int]) -> int:

@@ -26,6 +26,7 @@ __all__ = [
     "CLONE_NEWUTS",
     "MNT_DETACH",
     "NAMESPACE_FLAGS",
+    "malloc_trim",
     "mount",
     "openat2",
     "pivot_root",
@@ -176,6 +177,12 @@ def setdomainname(name: str) -> None:
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), "prctl")
+
+
+def malloc_trim() -> None:
+    """Give the C heap's free pages back to the kernel (glibc's malloc_trim(0)): before
+    a process is forked many times, so that no fork maps them."""
+    _libc.malloc_trim(0)
 
 
 class _OpenHow(ctypes.Structure):

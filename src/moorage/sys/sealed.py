@@ -14,7 +14,9 @@ import fcntl
 import os
 import sys
 
-__all__ = ["sealed_interpreter"]
+from moorage.errors import InvalidArgument
+
+__all__ = ["adopt", "running_sealed", "sealed_interpreter"]
 
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
@@ -46,3 +48,39 @@ def sealed_interpreter(cache: bool = False) -> int:
     if cache:
         _cached = fd
     return fd
+
+
+def running_sealed() -> bool:
+    """True when this process runs from a sealed copy: ``/proc/self/exe`` cannot be
+    written, grown or shrunk (a process exec'd from :func:`sealed_interpreter`, or a
+    fork of one)."""
+    try:
+        fd = os.open("/proc/self/exe", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    except OSError:  # EINVAL: not a memfd, so a file on some filesystem
+        return False
+    finally:
+        os.close(fd)
+    needed = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+    return seals & needed == needed
+
+
+def adopt(fd: int) -> None:
+    """Make ``fd``, a sealed copy handed down by whoever exec'd this process from it,
+    the copy :func:`sealed_interpreter` returns with ``cache`` (close-on-exec).
+
+    For a warm process that starts stages: it then makes no copy of its own.
+    InvalidArgument if ``fd`` is not sealed against writing.
+    """
+    global _cached
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    except OSError as exc:
+        raise InvalidArgument(f"descriptor {fd}: not a sealed copy: {exc.strerror}") from exc
+    if seals & _SEALS != _SEALS:
+        raise InvalidArgument(f"descriptor {fd}: not sealed against writing")
+    os.set_inheritable(fd, False)
+    _cached = fd
