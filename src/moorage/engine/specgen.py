@@ -364,7 +364,8 @@ def parse_create(body: dict[str, Any]) -> ContainerRequest:
 
 
 def _is_set(value: object) -> bool:
-    return value not in (None, "", 0, False, [], {})
+    # -1 is how clients say "the default" for MemorySwappiness and a few others.
+    return value not in (None, "", 0, -1, False, [], {})
 
 
 def _capabilities(host: _Fields, key: str) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from moorage.api.docker.hijack import Hijacked, hijack
 from moorage.api.docker.server import ENGINE, Routes, json_response
 from moorage.api.docker.streams import in_daemon_thread
 from moorage.engine.logs import frame, parse_time_filter, read_logs
-from moorage.errors import InvalidArgument, MoorageError
+from moorage.errors import Conflict, InvalidArgument, MoorageError
 
 routes = Routes()
 
@@ -326,6 +326,9 @@ async def attach(request: web.Request) -> web.StreamResponse:
     ready: asyncio.Future[socket.socket] = loop.create_future()
 
     def connect(sock_path: str) -> None:
+        if not sock_path:  # the start failed: end the stream
+            loop.call_soon_threadsafe(_fail, ready, Conflict("the container did not start"))
+            return
         try:
             monitor = MonitorClient(sock_path).attach(**want)
         except MoorageError as exc:
