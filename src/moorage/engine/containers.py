@@ -212,7 +212,8 @@ class ContainerService:
             self.images.db.add_root("snapshot", key, owner)
             os.makedirs(directory, mode=0o710)
             self.images.snapshots.prepare(key, top or None)
-            mounts = self._create_volumes(cid, request, image_config)
+            extra = [v for v in body.get("Volumes") or {} if isinstance(v, str)]
+            mounts = self._create_volumes(cid, request, image_config, extra)
             config = cfg.merged_config(body, request, image_config, cid, health)
             self._write_etc_files(directory, config["Hostname"], host_config)
             entrypoint = list(config.get("Entrypoint") or [])
@@ -252,7 +253,11 @@ class ContainerService:
         shutil.rmtree(self._dir(cid), ignore_errors=True)
 
     def _create_volumes(
-        self, cid: str, request: ContainerRequest, image_config: ContainerConfig
+        self,
+        cid: str,
+        request: ContainerRequest,
+        image_config: ContainerConfig,
+        anonymous: list[str],
     ) -> list[MountPoint]:
         from moorage.engine.specgen import _user_mounts  # the one parser of -v and --mount
 
@@ -262,8 +267,12 @@ class ContainerService:
         for vm in volume_mounts:
             taken.add(vm.target)
             out.append(self._volume_point(vm.name, vm.target, vm.readonly, vm.no_copy))
-        for target in image_config.volumes:
+        # The image's VOLUMEs and the request's (``-v /path``) become anonymous volumes.
+        for target in [*image_config.volumes, *anonymous]:
+            if not target.startswith("/"):
+                raise InvalidArgument(f"Volumes: {target!r} is not an absolute path")
             if os.path.normpath(target) not in {os.path.normpath(t) for t in taken}:
+                taken.add(target)
                 out.append(self._volume_point("", os.path.normpath(target), False, False))
         for bind in _user_mounts(request)[0]:
             if bind.get("type") == "bind":
@@ -431,6 +440,8 @@ class ContainerService:
             c.state.finished_at = now_rfc3339()
         self._save(c)
         self._publish(c, "die", exitCode=str(c.state.exit_code))
+        if c.host_config.get("AutoRemove"):  # --rm: gone even when it could not start
+            threading.Thread(target=self._auto_remove, args=(c.id,), daemon=True).start()
 
     def _spec(self, c: Container, rootfs: str) -> dict[str, Any]:
         body = dict(c.request)

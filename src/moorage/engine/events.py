@@ -44,10 +44,14 @@ class EventBus:
     def history(self, since: float | None = None, until: float | None = None) -> list[Event]:
         with self._lock:
             events = list(self._history)
+        # timeNano, not time: ``--since 1764072000.5`` must not drop the events of that second.
+        since_ns = None if since is None else int(since * 1e9)
+        until_ns = None if until is None else int(until * 1e9)
         return [
             e
             for e in events
-            if (since is None or e["time"] >= since) and (until is None or e["time"] <= until)
+            if (since_ns is None or e["timeNano"] >= since_ns)
+            and (until_ns is None or e["timeNano"] <= until_ns)
         ]
 
     def publish(

@@ -185,6 +185,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror.lower()}{where}"
+    if isinstance(exc, OSError):  # raised with our own message, as Docker words it
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -152,7 +152,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 event = await asyncio.wait_for(queue.get(), timeout)
             except TimeoutError:
                 break
-            if until_t is not None and event["time"] > until_t:
+            if until_t is not None and event["timeNano"] > until_t * 1e9:
                 break
             if _event_matches(event, f):
                 await response.write(orjson.dumps(event) + b"\n")
