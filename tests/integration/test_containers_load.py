@@ -123,7 +123,9 @@ def test_a_hundred_parallel_containers_twice_leave_nothing(daemon: Daemon) -> No
     fds_after_first, rss_after_first = _daemon_usage(daemon)
     _assert_clean(daemon, _round(daemon))
     fds, rss = _daemon_usage(daemon)
-    assert fds <= fds_after_first
+    # A leak of one descriptor per container would show as 100 more; connections of
+    # threads that just ended are closed lazily, so allow a few either way.
+    assert fds - fds_after_first < PARALLEL // 10
     # A second identical round must not keep what the first one needed (threads'
     # arenas and caches settle after the first); 16 MB is far below one round's cost.
     assert rss - rss_after_first < 16 * 1024
