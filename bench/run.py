@@ -55,7 +55,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import dockerd  # noqa: E402
 from daemon import Daemon  # noqa: E402
 from dockerd import DockerDaemon  # noqa: E402
-from moorage.api.client import Client  # noqa: E402
 
 IMAGE = "busybox"
 CLI_TIMEOUT = 120.0
@@ -208,34 +207,15 @@ class MoorDaemon(Daemon):
     """tests/daemon.py's private daemon, in a session of its own (a Ctrl-C on the bench
     must not reach it before its containers are removed) and not logging at debug."""
 
-    def start(self, timeout: float = 30.0) -> None:
-        with open(self.log, "ab") as log_file:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "moorage.cli.main",
-                    "daemon",
-                    "-H",
-                    self.host,
-                    "--root",
-                    str(self.root),
-                    "--exec-root",
-                    str(self.exec_root),
-                    "--log-level",
-                    "info",
-                ],
-                stdout=log_file,
-                stderr=log_file,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        client = Client(str(self.socket))
-        deadline = time.monotonic() + timeout
-        while not client.ping():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"moor daemon did not start: {self.log.read_text()[-2000:]}")
-            time.sleep(0.02)
+    log_level = "info"
+    new_session = True
+
+    def __init__(self, base: Path) -> None:
+        super().__init__(base)
+        self.cgroup_parent = f"/moorage-bench/{self.exec_root.name}"
+
+    def failed(self, message: str) -> Exception:
+        return BenchError(f"moor {message}")
 
 
 class PrivateDockerDaemon(DockerDaemon):

@@ -23,10 +23,16 @@ class Daemon:
         self.socket = self.exec_root / "moor.sock"
         self.log = base / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        # Its containers' cgroups go under a parent of its own, removed by cleanup().
+        self.cgroup_parent = f"/moorage-test/{self.exec_root.name}"
 
     @property
     def host(self) -> str:
         return f"unix://{self.socket}"
+
+    # What a subclass (bench/run.py) may change.
+    log_level = "debug"
+    new_session = False  # True: a Ctrl-C on the caller does not reach the daemon
 
     def start(self, timeout: float = 30.0) -> None:
         with open(self.log, "ab") as log:
@@ -43,20 +49,26 @@ class Daemon:
                     "--exec-root",
                     str(self.exec_root),
                     "--log-level",
-                    "debug",
+                    self.log_level,
+                    "--cgroup-parent",
+                    self.cgroup_parent,  # removed by cleanup()
                 ],
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
+                start_new_session=self.new_session,
             )
         client = Client(str(self.socket))
         deadline = time.monotonic() + timeout
         while not client.ping():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited: {self.log.read_text()[-2000:]}")
+                raise self.failed(f"daemon exited: {self.log.read_text()[-2000:]}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"daemon did not start: {self.log.read_text()[-2000:]}")
+                raise self.failed(f"daemon did not start: {self.log.read_text()[-2000:]}")
             time.sleep(0.02)
+
+    def failed(self, message: str) -> Exception:
+        return RuntimeError(message)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -120,10 +132,23 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     api.delete(str(runtime_root), cid, force=True)
 
+    def remove_cgroup_parent(self) -> None:
+        """The (empty) parent cgroup of this daemon's containers and its ancestors that
+        are left empty, in every hierarchy; a cgroup in use refuses rmdir."""
+        top = Path("/sys/fs/cgroup")
+        parts = Path(self.cgroup_parent.lstrip("/")).parts
+        for hierarchy in [top, *(p for p in top.iterdir() if p.is_dir())]:
+            for depth in range(len(parts), 0, -1):
+                try:
+                    hierarchy.joinpath(*parts[:depth]).rmdir()
+                except OSError:
+                    break
+
     def cleanup(self) -> None:
         self.remove_containers()
         self.stop()
         self.kill_leftovers()
+        self.remove_cgroup_parent()
         keep = os.environ.get("MOOR_TEST_KEEP_LOGS")  # a directory, for debugging a failure
         if keep and self.log.exists():
             os.makedirs(keep, exist_ok=True)

@@ -56,11 +56,12 @@ def _mounts_under(path: Path) -> list[str]:
         return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
 
 
-def _container_cgroups(ids: list[str]) -> list[str]:
+def _container_cgroups(d: Daemon, ids: list[str]) -> list[str]:
     """The cgroups of these containers still there (other tests may run containers)."""
     found = []
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        found += [str(hierarchy / "moorage" / cid) for cid in ids]
+        parent = hierarchy / d.cgroup_parent.lstrip("/")
+        found += [str(parent / cid) for cid in ids]
     return [path for path in found if os.path.isdir(path)]
 
 
@@ -112,7 +113,7 @@ def _round(d: Daemon) -> list[str]:
 def _assert_clean(d: Daemon, ids: list[str]) -> None:
     assert _mounts_under(d.base) == []
     _await(lambda: _monitors(d) == [])
-    assert _container_cgroups(ids) == []
+    assert _container_cgroups(d, ids) == []
     assert [n for n in os.listdir(d.exec_root / "runtime") if not n.startswith(".")] == []
     left = {n: os.listdir(d.root / "containers" / n) for n in os.listdir(d.root / "containers")}
     assert left == {}

@@ -17,7 +17,13 @@ from moorage.api.hosts import DEFAULT_EXEC_ROOT, DEFAULT_HOST, DEFAULT_ROOT
     default="info",
     show_default=True,
 )
-def daemon(host: str, root: str, exec_root: str, log_level: str) -> None:
+@click.option(
+    "--cgroup-parent",
+    default="/moorage",
+    show_default=True,
+    help="cgroup under which each container gets <parent>/<id>",
+)
+def daemon(host: str, root: str, exec_root: str, log_level: str, cgroup_parent: str) -> None:
     """Run the Moorage engine: the Docker Engine API on a unix socket."""
     import asyncio
     import logging
@@ -28,4 +34,5 @@ def daemon(host: str, root: str, exec_root: str, log_level: str) -> None:
         level=getattr(logging, log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(serve(EngineConfig(root=root, exec_root=exec_root, host=host)))
+    config = EngineConfig(root=root, exec_root=exec_root, host=host, cgroup_parent=cgroup_parent)
+    asyncio.run(serve(config))

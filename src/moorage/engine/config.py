@@ -8,12 +8,14 @@ from typing import NamedTuple
 DEFAULT_ROOT = "/var/lib/moorage"
 DEFAULT_EXEC_ROOT = "/run/moorage"
 DEFAULT_HOST = "unix:///run/moorage/moor.sock"
+DEFAULT_CGROUP_PARENT = "/moorage"
 
 
 class EngineConfig(NamedTuple):
     root: str = DEFAULT_ROOT
     exec_root: str = DEFAULT_EXEC_ROOT
     host: str = DEFAULT_HOST
+    cgroup_parent: str = DEFAULT_CGROUP_PARENT  # containers get <parent>/<id>
 
     @property
     def socket_path(self) -> str:

@@ -92,6 +92,8 @@ class ContainerService:
         images: Any,
         volumes: Any,
         events: EventBus | None = None,
+        *,
+        cgroup_parent: str = "/moorage",
     ) -> None:
         self.root = os.path.join(root, "containers")
         self.exec_root = exec_root
@@ -100,6 +102,10 @@ class ContainerService:
         self.images = images
         self.volumes = volumes
         self.events = events or EventBus()
+        parts = [part for part in cgroup_parent.split("/") if part]
+        if not parts or any(part in (".", "..") for part in parts):
+            raise InvalidArgument(f"invalid cgroup parent: {cgroup_parent!r}")
+        self.cgroup_parent = "/" + "/".join(parts)
         for path in (self.root, self.runtime_root, self.socket_dir):
             os.makedirs(path, mode=0o700, exist_ok=True)
         self._lock = threading.RLock()
@@ -460,7 +466,7 @@ class ContainerService:
             resolv_conf=os.path.join(directory, "resolv.conf"),
             hosts=os.path.join(directory, "hosts"),
             hostname_file=os.path.join(directory, "hostname"),
-            cgroups_path=f"/moorage/{c.id}",
+            cgroups_path=f"{self.cgroup_parent}/{c.id}",
             passwd_lookup=lambda user: lookup_user(rootfs, user),
             init_path=init_path,
         )

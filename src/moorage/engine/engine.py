@@ -26,7 +26,12 @@ class Engine:
         self.volumes = VolumeService(config.root)
         self.events = EventBus()
         self.containers = ContainerService(
-            config.root, config.exec_root, self.images, self.volumes, self.events
+            config.root,
+            config.exec_root,
+            self.images,
+            self.volumes,
+            self.events,
+            cgroup_parent=config.cgroup_parent,
         )
         self.execs = ExecService(self.containers)
 
