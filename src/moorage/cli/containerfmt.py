@@ -70,17 +70,6 @@ def human_duration(seconds: float) -> str:
     return f"{int(seconds / 3600) // 24 // 365} years"
 
 
-def parse_api_time(text: str | None) -> float | None:
-    """An RFC 3339 time from the API as a UNIX time; None for Go's zero time."""
-    if not text or text.startswith("0001-01-01"):
-        return None
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("Z", "+00:00"))
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
-
-
 # --------------------------------------------------------------------------- strings
 
 
@@ -133,38 +122,6 @@ def natural_key(text: str) -> list[Any]:
 
 
 # --------------------------------------------------------------------------- ps
-
-
-def container_status(state: Mapping[str, Any], now: float | None = None) -> str:
-    """The ``Status`` column from an inspect-style ``State``, as dockerd writes it:
-    ``Up 3 seconds``, ``Up 2 minutes (healthy)``, ``Up 5 seconds (health: starting)``,
-    ``Up 1 second (Paused)``, ``Restarting (1) 2 seconds ago``,
-    ``Exited (0) 5 seconds ago``, ``Created``, ``Removal In Progress``, ``Dead``."""
-    current = time.time() if now is None else now
-    started = parse_api_time(state.get("StartedAt"))
-    finished = parse_api_time(state.get("FinishedAt"))
-    exit_code = state.get("ExitCode", 0)
-    if state.get("Running"):
-        up = human_duration(current - (started or current))
-        if state.get("Paused"):
-            return f"Up {up} (Paused)"
-        if state.get("Restarting"):
-            ago = human_duration(current - (finished or current))
-            return f"Restarting ({exit_code}) {ago} ago"
-        health = (state.get("Health") or {}).get("Status")
-        if health:
-            shown = "health: starting" if health == "starting" else health
-            return f"Up {up} ({shown})"
-        return f"Up {up}"
-    if state.get("Status") == "removing":
-        return "Removal In Progress"
-    if state.get("Dead") or state.get("Status") == "dead":
-        return "Dead"
-    if started is None:
-        return "Created"
-    if finished is None:
-        return ""
-    return f"Exited ({exit_code}) {human_duration(current - finished)} ago"
 
 
 def display_ports(ports: Sequence[Mapping[str, Any]] | None) -> str:

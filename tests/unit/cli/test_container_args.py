@@ -533,61 +533,6 @@ def test_bad_expose() -> None:
 # --------------------------------------------------------------------------- ps display
 
 
-def _state(**kw: Any) -> dict[str, Any]:
-    base = {
-        "Running": False,
-        "Paused": False,
-        "Restarting": False,
-        "Dead": False,
-        "ExitCode": 0,
-        "StartedAt": "0001-01-01T00:00:00Z",
-        "FinishedAt": "0001-01-01T00:00:00Z",
-    }
-    return base | kw
-
-
-def _ago(seconds: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(NOW - seconds, UTC).isoformat().replace("+00:00", "Z")
-
-
-@pytest.mark.parametrize(
-    ("state", "status"),
-    [
-        (_state(), "Created"),
-        (_state(Running=True, StartedAt=_ago(3)), "Up 3 seconds"),
-        (_state(Running=True, StartedAt=_ago(1)), "Up 1 second"),
-        (_state(Running=True, StartedAt=_ago(0.2)), "Up Less than a second"),
-        (_state(Running=True, StartedAt=_ago(75)), "Up About a minute"),
-        (_state(Running=True, StartedAt=_ago(7200)), "Up 2 hours"),
-        (
-            _state(Running=True, StartedAt=_ago(120), Health={"Status": "healthy"}),
-            "Up 2 minutes (healthy)",
-        ),
-        (
-            _state(Running=True, StartedAt=_ago(5), Health={"Status": "starting"}),
-            "Up 5 seconds (health: starting)",
-        ),
-        (_state(Running=True, Paused=True, StartedAt=_ago(1)), "Up 1 second (Paused)"),
-        (
-            _state(
-                Running=True, Restarting=True, ExitCode=1, StartedAt=_ago(9), FinishedAt=_ago(2)
-            ),
-            "Restarting (1) 2 seconds ago",
-        ),
-        (_state(ExitCode=0, StartedAt=_ago(60), FinishedAt=_ago(5)), "Exited (0) 5 seconds ago"),
-        (
-            _state(ExitCode=137, StartedAt=_ago(9e5), FinishedAt=_ago(86400 * 3)),
-            "Exited (137) 3 days ago",
-        ),
-        (_state(Dead=True, StartedAt=_ago(5)), "Dead"),
-    ],
-)
-def test_status_strings(state: dict[str, Any], status: str) -> None:
-    assert fmt.container_status(state, now=NOW) == status
-
-
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [
