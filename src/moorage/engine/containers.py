@@ -38,7 +38,6 @@ from typing import Any
 from moorage.engine import container_config as cfg
 from moorage.engine import monitor_client
 from moorage.engine.container_record import (
-    CREATED,
     EXITED,
     PAUSED,
     REMOVING,
@@ -57,14 +56,15 @@ from moorage.engine.monitor_zygote import MonitorZygote
 from moorage.engine.restart import Backoff, should_restart
 from moorage.engine.specgen import (
     ContainerRequest,
+    VolumeMount,
     attach_volumes,
     generate_spec,
     parse_create,
+    user_mounts,
 )
 from moorage.engine.watcher import MonitorWatcher
 from moorage.errors import (
     Conflict,
-    FailedPrecondition,
     InvalidArgument,
     MoorageError,
     NotFound,
@@ -265,11 +265,9 @@ class ContainerService:
         image_config: ContainerConfig,
         anonymous: list[str],
     ) -> list[MountPoint]:
-        from moorage.engine.specgen import _user_mounts  # the one parser of -v and --mount
-
-        _, volume_mounts = _user_mounts(request)
+        binds_and_tmpfs, volume_mounts = user_mounts(request)  # specgen parses -v, --mount
         out: list[MountPoint] = []
-        taken = {m["destination"] for m in _user_mounts(request)[0]}
+        taken = {m["destination"] for m in binds_and_tmpfs}
         for vm in volume_mounts:
             taken.add(vm.target)
             out.append(self._volume_point(vm.name, vm.target, vm.readonly, vm.no_copy))
@@ -280,7 +278,7 @@ class ContainerService:
             if os.path.normpath(target) not in {os.path.normpath(t) for t in taken}:
                 taken.add(target)
                 out.append(self._volume_point("", os.path.normpath(target), False, False))
-        for bind in _user_mounts(request)[0]:
+        for bind in binds_and_tmpfs:
             if bind.get("type") == "bind":
                 out.append(
                     MountPoint(
@@ -435,15 +433,12 @@ class ContainerService:
         for attach in pending:  # "" tells an attached client that nothing will come
             with contextlib.suppress(Exception):
                 attach("")
-        c.state = State(
-            status=CREATED if not c.has_been_started else EXITED,
+        c.state = State(  # Docker shows it as Exited (127), started or not
+            status=EXITED,
             exit_code=_exit_code_of_error(message),
             error=_start_error(message),
-            finished_at=now_rfc3339() if c.has_been_started else c.state.finished_at,
+            finished_at=now_rfc3339(),
         )
-        if not c.has_been_started:
-            c.state.status = EXITED  # Docker shows it as Exited (127)
-            c.state.finished_at = now_rfc3339()
         self._save(c)
         self._publish(c, "die", exitCode=str(c.state.exit_code))
         if c.host_config.get("AutoRemove"):  # --rm: gone even when it could not start
@@ -470,18 +465,12 @@ class ContainerService:
             passwd_lookup=lambda user: lookup_user(rootfs, user),
             init_path=init_path,
         )
-        resolved = []
-        by_target = {m.destination: m for m in c.mounts if m.type == "volume"}
-        for vm in generated.volume_mounts:
-            point = by_target.get(vm.target)
-            if point is None:
-                raise FailedPrecondition(f"container {c.id}: no volume recorded at {vm.target}")
-            resolved.append((vm, point))
-        for point in c.mounts:
-            if point.type == "volume" and not any(p is point for _, p in resolved):
-                from moorage.engine.specgen import VolumeMount
-
-                resolved.append((VolumeMount(point.name, point.destination), point))
+        # Every volume was resolved at create (named, -v /path, the image's VOLUMEs).
+        resolved = [
+            (VolumeMount(p.name, p.destination, readonly=not p.rw), p)
+            for p in c.mounts
+            if p.type == "volume"
+        ]
         for _, point in resolved:
             if not point.no_copy:
                 self.volumes.populate_from_image(point.name, rootfs, point.destination)

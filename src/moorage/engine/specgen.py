@@ -577,9 +577,9 @@ def generate_spec(
     if request.sysctls:
         linux["sysctl"] = dict(request.sysctls)
 
-    user_mounts, volumes = _user_mounts(request)
+    binds_and_tmpfs, volumes = user_mounts(request)
     spec["mounts"] = _mounts(
-        spec["mounts"], user_mounts, request, resolv_conf, hosts, hostname_file
+        spec["mounts"], binds_and_tmpfs, request, resolv_conf, hosts, hostname_file
     )
     if request.privileged:
         _make_privileged(spec)
@@ -785,7 +785,7 @@ def _resources(r: ContainerRequest) -> dict[str, Any]:
     return out
 
 
-def _user_mounts(r: ContainerRequest) -> tuple[list[dict[str, Any]], list[VolumeMount]]:
+def user_mounts(r: ContainerRequest) -> tuple[list[dict[str, Any]], list[VolumeMount]]:
     mounts: list[dict[str, Any]] = []
     volumes: list[VolumeMount] = []
     seen: set[str] = set()

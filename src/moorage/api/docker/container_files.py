@@ -290,15 +290,7 @@ def _paused(service: Any, c: Any) -> Iterator[None]:
 async def commit(request: web.Request) -> web.StreamResponse:
     service = _service(request)
     c = service.get(request.query.get("container", ""))
-    raw = await request.read()
-    overrides = None
-    if raw.strip():
-        try:
-            overrides = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidArgument(f"invalid JSON body: {exc}") from exc
-    if overrides is not None and not isinstance(overrides, dict):
-        raise InvalidArgument("commit: the body must be a JSON object (a container Config)")
+    overrides = await params.json_body(request, "commit request (a container Config)")
     changes_ = request.query.getall("changes", [])
     config = container_fs.commit_config(c.config, overrides or None, changes_)
     repo = request.query.get("repo") or None

@@ -21,16 +21,6 @@ from moorage.errors import Conflict, InvalidArgument, MoorageError
 routes = Routes()
 
 
-async def _body(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw:
-        return {}
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"invalid JSON body: {exc}") from exc
-
-
 def _service(request: web.Request) -> Any:
     return request.app[ENGINE].containers
 
@@ -45,7 +35,7 @@ def _no_content(modified: bool = True) -> web.Response:
 
 @routes.add("POST", "/containers/create")
 async def create(request: web.Request) -> web.StreamResponse:
-    body = await _body(request)
+    body = await params.json_body(request, "container create request")
     name = request.query.get("name") or None
     result = await asyncio.to_thread(_service(request).create, body, name)
     return json_response(result, status=201)

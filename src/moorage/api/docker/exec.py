@@ -15,7 +15,6 @@ from typing import Any
 from aiohttp import web
 
 from moorage.api.docker import params
-from moorage.api.docker.containers import _body
 from moorage.api.docker.hijack import Hijacked, hijack
 from moorage.api.docker.server import ENGINE, Routes, json_response
 from moorage.api.docker.streams import in_daemon_thread
@@ -27,7 +26,7 @@ routes = Routes()
 
 @routes.add("POST", "/containers/{id}/exec")
 async def create_exec(request: web.Request) -> web.StreamResponse:
-    body = await _body(request)
+    body = await params.json_body(request, "exec create request")
     execs = request.app[ENGINE].execs
     exec_id = await asyncio.to_thread(execs.create, request.match_info["id"], body)
     return json_response({"Id": exec_id}, status=201)
@@ -59,8 +58,8 @@ async def resize_exec(request: web.Request) -> web.StreamResponse:
 async def start_exec(request: web.Request) -> web.StreamResponse:
     from moorage.engine.monitor_client import MonitorClient
 
-    body = await _body(request)
-    detach = bool(body.get("Detach")) if isinstance(body, dict) else False
+    body = await params.json_body(request, "exec start request")
+    detach = bool(body.get("Detach"))
     engine = request.app[ENGINE]
     instance = engine.execs.claim(request.match_info["id"])
     c = engine.containers.get(instance.container_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from aiohttp import web
 
@@ -46,3 +48,18 @@ def filters(request: web.Request) -> dict[str, list[str]]:
         else:
             out[key] = [str(value)]
     return out
+
+
+async def json_body(request: web.Request, what: str) -> dict[str, Any]:
+    """The request's JSON object; ``{}`` for an empty body (dockerd accepts one).
+    Errors name ``what`` ("volume create request", ...)."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"invalid {what}: body is not JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise InvalidArgument(f"invalid {what}: want a JSON object, not {raw[:100]!r}")
+    return body

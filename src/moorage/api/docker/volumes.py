@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from moorage.api.docker import params
 from moorage.api.docker.server import ENGINE, Routes, json_response
 from moorage.errors import InvalidArgument
 
@@ -23,10 +24,6 @@ routes = Routes()
 
 # API versions before 1.42 prune every unused volume, named ones too (dockerd does so).
 _PRUNE_ALL_BEFORE = (1, 42)
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "").lower() in ("1", "true", "yes")
 
 
 def _filters(request: web.Request) -> dict[str, Any]:
@@ -77,21 +74,6 @@ def _string(body: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}  # dockerd accepts an empty body: an anonymous volume
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"invalid volume create request: body is not JSON ({exc})") from exc
-    if not isinstance(body, dict):
-        raise InvalidArgument(
-            f"invalid volume create request: want a JSON object, not {raw[:100]!r}"
-        )
-    return body
-
-
 def _older_than(request: web.Request, version: tuple[int, ...]) -> bool:
     wanted = request.match_info.get("version")
     if wanted is None:
@@ -111,7 +93,7 @@ async def list_volumes(request: web.Request) -> web.StreamResponse:
 @routes.add("POST", "/volumes/create")
 async def create_volume(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
-    body = await _json_body(request)
+    body = await params.json_body(request, "volume create request")
     name = _string(body, "Name")
     driver = _string(body, "Driver")
     labels = _string_map(body, "Labels")
@@ -141,7 +123,7 @@ async def remove_volume(request: web.Request) -> web.StreamResponse:
         engine.volumes.remove,
         request.match_info["name"],
         in_use=engine.volume_users,
-        force=_flag(request, "force"),
+        force=params.flag(request, "force"),
     )
     return web.Response(status=204)
 
