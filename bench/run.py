@@ -221,36 +221,10 @@ class MoorDaemon(Daemon):
 class PrivateDockerDaemon(DockerDaemon):
     """tests/dockerd.py's private dockerd, in a session of its own (see MoorDaemon)."""
 
-    def start(self, timeout: float = 60.0) -> None:
-        self.base.mkdir(parents=True, exist_ok=True)
-        with open(self.base / "dockerd.log", "ab") as log_file:
-            self.proc = subprocess.Popen(
-                [
-                    "dockerd",
-                    "--data-root",
-                    str(self.base / "data"),
-                    "--exec-root",
-                    str(self.exec_root),
-                    "-H",
-                    f"unix://{self.socket}",
-                    "--pidfile",
-                    str(self.base / "docker.pid"),
-                    "--iptables=false",
-                    "--ip6tables=false",
-                    "--bridge=none",
-                ],
-                stdout=log_file,
-                stderr=log_file,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while self.docker("version", check=False).returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(
-                    "dockerd did not start: " + (self.base / "dockerd.log").read_text()[-2000:]
-                )
-            time.sleep(0.1)
+    new_session = True
+
+    def failed(self, message: str) -> Exception:
+        return BenchError(message)
 
     def stop_daemon_only(self) -> None:
         """SIGTERM dockerd and wait, leaving its directories for ``stop`` to remove."""

@@ -30,36 +30,41 @@ class DockerDaemon:
     def env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_HOST": f"unix://{self.socket}"}
 
+    new_session = False  # True: a Ctrl-C on the caller does not reach dockerd
+
     def start(self, timeout: float = 60.0) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
-        log = open(self.base / "dockerd.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(
-            [
-                "dockerd",
-                "--data-root",
-                str(self.base / "data"),
-                "--exec-root",
-                str(self.exec_root),
-                "-H",
-                f"unix://{self.socket}",
-                "--pidfile",
-                str(self.base / "docker.pid"),
-                "--iptables=false",
-                "--ip6tables=false",
-                "--bridge=none",
-            ],
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
+        with open(self.base / "dockerd.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    "dockerd",
+                    "--data-root",
+                    str(self.base / "data"),
+                    "--exec-root",
+                    str(self.exec_root),
+                    "-H",
+                    f"unix://{self.socket}",
+                    "--pidfile",
+                    str(self.base / "docker.pid"),
+                    "--iptables=false",
+                    "--ip6tables=false",
+                    "--bridge=none",
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=self.new_session,
+            )
         deadline = time.monotonic() + timeout
         while self.docker("version", check=False).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
+                raise self.failed(
                     "dockerd did not start: " + (self.base / "dockerd.log").read_text()[-2000:]
                 )
             time.sleep(0.1)
+
+    def failed(self, message: str) -> Exception:
+        return RuntimeError(message)
 
     def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         result = subprocess.run(
