@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from moorage.api.client import Client
@@ -162,3 +163,17 @@ class Daemon:
         shutil.rmtree(self.exec_root, ignore_errors=True)
         shutil.rmtree(self.base, ignore_errors=True)
         os.sync()
+
+
+@contextlib.contextmanager
+def running_daemon(base: Path, *, busybox: bool = False) -> Iterator[Daemon]:
+    """A started private daemon (with the busybox image if asked), cleaned up after."""
+    d = Daemon(base)
+    d.base.mkdir()
+    try:
+        d.start()
+        if busybox:
+            d.moor("bootstrap", "busybox")
+        yield d
+    finally:
+        d.cleanup()

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from conftest import moor_runtime
-from daemon import Daemon
+from daemon import Daemon, running_daemon
 from moorage.api.client import Client
 from moorage.engine import container_fs as cfs
 from moorage.engine import container_stats as cs
@@ -598,14 +598,8 @@ def test_top_and_stats_of_a_running_container(
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("cfs-daemon") / "moor")
-    d.base.mkdir()
-    try:
-        d.start()
-        d.moor("bootstrap", "busybox")
+    with running_daemon(tmp_path_factory.mktemp("cfs-daemon") / "moor", busybox=True) as d:
         yield d
-    finally:
-        d.cleanup()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import io
 import json
 import re
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -19,38 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from daemon import Daemon
-from moorage.api.client import Client
-from moorage.errors import NotFound
+from daemon import Daemon, running_daemon
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("containers") / "moor")
-    d.base.mkdir()
-    try:
-        d.start()
-        _skip_unless_ready(d)
-        d.moor("bootstrap", "busybox")
+    with running_daemon(tmp_path_factory.mktemp("containers") / "moor", busybox=True) as d:
         yield d
-    finally:
-        d.cleanup()
-
-
-def _skip_unless_ready(d: Daemon) -> None:
-    try:
-        Client(str(d.socket)).get_json("/containers/json")
-    except NotFound:
-        pytest.skip("the daemon has no container routes yet")
-    help_text = subprocess.run(
-        [sys.executable, "-m", "moorage.cli.main", "run", "--help"],
-        capture_output=True,
-        check=False,
-    )
-    if help_text.returncode != 0:
-        pytest.skip("moor has no container commands registered")
 
 
 def _out(result: subprocess.CompletedProcess[bytes]) -> str:

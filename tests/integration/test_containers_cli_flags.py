@@ -28,9 +28,7 @@ from typing import Any
 
 import pytest
 
-from daemon import Daemon
-from moorage.api.client import Client
-from moorage.errors import NotFound
+from daemon import Daemon, running_daemon
 
 pytestmark = pytest.mark.root
 
@@ -39,18 +37,8 @@ CGROUP = Path("/sys/fs/cgroup")
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("cliflags") / "moor")
-    d.base.mkdir()
-    try:
-        d.start()
-        try:
-            Client(str(d.socket)).get_json("/containers/json")
-        except NotFound:
-            pytest.skip("the daemon has no container routes yet")
-        d.moor("bootstrap", "busybox")
+    with running_daemon(tmp_path_factory.mktemp("cliflags") / "moor", busybox=True) as d:
         yield d
-    finally:
-        d.cleanup()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -174,11 +162,13 @@ def _stays(condition: Callable[[], bool], what: str, seconds: float = 1.5) -> No
         time.sleep(0.1)
 
 
-def _cgroup_file(cid: str, *candidates: str) -> Path:
+def _cgroup_file(moor: Moor, cid: str, *candidates: str) -> Path:
     """The first existing host file among ``candidates`` (paths under /sys/fs/cgroup
-    with ``{id}`` for the container's id): cgroup v1 and v2 lay them out differently."""
+    with ``{cg}`` for the container's cgroup, the daemon's parent and its id): cgroup
+    v1 and v2 lay them out differently."""
+    cgroup = moor.daemon.cgroup_parent.strip("/") + "/" + cid
     for candidate in candidates:
-        path = CGROUP / candidate.format(id=cid)
+        path = CGROUP / candidate.format(cg=cgroup)
         if path.exists():
             return path
     raise AssertionError(f"none of the cgroup files {candidates} exists for {cid[:12]}")
@@ -555,19 +545,17 @@ def test_memory_cpu_and_pids_limits_with_stats_and_top(moor: Moor) -> None:
         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
     )  # fmt: skip
     assert inside.strip() == str(64 << 20), "-m 64m, seen from inside the container"
-    memory = _cgroup_file(
-        cid, "moorage/{id}/memory.max", "memory/moorage/{id}/memory.limit_in_bytes"
-    )
+    memory = _cgroup_file(moor, cid, "{cg}/memory.max", "memory/{cg}/memory.limit_in_bytes")
     assert memory.read_text().strip() == str(64 << 20), f"-m 64m in {memory}"
-    cpu_max = CGROUP / f"moorage/{cid}/cpu.max"
+    cpu_max = CGROUP / moor.daemon.cgroup_parent.strip("/") / cid / "cpu.max"
     if cpu_max.exists():
         assert cpu_max.read_text().split() == ["50000", "100000"], "--cpus 0.5"
     else:
-        quota = _cgroup_file(cid, "cpu/moorage/{id}/cpu.cfs_quota_us")
+        quota = _cgroup_file(moor, cid, "cpu/{cg}/cpu.cfs_quota_us")
         period = quota.with_name("cpu.cfs_period_us")
         ratio = int(quota.read_text()) / int(period.read_text())
         assert ratio == 0.5, f"--cpus 0.5: quota/period is {ratio}"
-    pids = _cgroup_file(cid, "moorage/{id}/pids.max", "pids/moorage/{id}/pids.max")
+    pids = _cgroup_file(moor, cid, "{cg}/pids.max", "pids/{cg}/pids.max")
     assert pids.read_text().strip() == "20", f"--pids-limit 20 in {pids}"
 
     # 50 background sleeps cannot all start under a limit of 20 processes.
@@ -853,7 +841,7 @@ def test_restart_kill_signal_rename_and_rm(moor: Moor) -> None:
 def test_pause_and_unpause(moor: Moor) -> None:
     name = moor.name("paused")
     cid = _run_d(moor, name, "busybox", "sh", "-c", "while true; do echo tick; sleep 0.1; done")
-    freezer = _cgroup_file(cid, "freezer/moorage/{id}/freezer.state", "moorage/{id}/cgroup.freeze")
+    freezer = _cgroup_file(moor, cid, "freezer/{cg}/freezer.state", "{cg}/cgroup.freeze")
     moor("pause", name)
     assert freezer.read_text().strip() in ("FROZEN", "1"), f"{freezer}: {freezer.read_text()}"
     status = moor.out("ps", "--filter", f"name={name}", "--format", "{{.Status}}")

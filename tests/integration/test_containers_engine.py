@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from daemon import Daemon
+from daemon import Daemon, running_daemon
 from moorage.api.client import Client
 from moorage.engine.logs import unframe
 from moorage.errors import Conflict, InvalidArgument, NotFound
@@ -25,14 +25,8 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("engine") / "moor")
-    d.base.mkdir()
-    try:
-        d.start()
-        d.moor("bootstrap", "busybox")
+    with running_daemon(tmp_path_factory.mktemp("engine") / "moor", busybox=True) as d:
         yield d
-    finally:
-        d.cleanup()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from daemon import Daemon
+from daemon import Daemon, running_daemon
 from moorage.api.client import Client
 from moorage.errors import MoorageError
 
@@ -25,14 +25,8 @@ PARALLEL = 100
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path / "moor")
-    d.base.mkdir()
-    try:
-        d.start()
-        d.moor("bootstrap", "busybox")
+    with running_daemon(tmp_path / "moor", busybox=True) as d:
         yield d
-    finally:
-        d.cleanup()
 
 
 def _client(d: Daemon) -> Client:

@@ -12,31 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from daemon import Daemon
+from daemon import Daemon, running_daemon
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path / "moor")
-    d.base.mkdir()
-    try:
-        d.start()
+    with running_daemon(tmp_path / "moor") as d:
         yield d
-    finally:
-        d.cleanup()
 
 
 @pytest.fixture
 def other_daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path / "other")
-    d.base.mkdir()
-    try:
-        d.start()
+    with running_daemon(tmp_path / "other") as d:
         yield d
-    finally:
-        d.cleanup()
 
 
 def _rootfs_tar(path: Path, files: dict[str, bytes]) -> Path:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from bundles import make_bundle
-from daemon import Daemon
+from daemon import Daemon, running_daemon
 from moorage.api.client import Client
 from moorage.engine.containers import _is_monitor
 from moorage.engine.logs import read_logs
@@ -272,14 +272,8 @@ def test_a_zygote_that_cannot_start_leaves_the_slow_path(
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path / "moor")
-    d.base.mkdir()
-    try:
-        d.start()
-        d.moor("bootstrap", "busybox")
+    with running_daemon(tmp_path / "moor", busybox=True) as d:
         yield d
-    finally:
-        d.cleanup()
 
 
 def _zygote_processes(daemon: Daemon) -> set[int]:

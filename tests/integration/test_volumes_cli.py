@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from daemon import Daemon
+from daemon import Daemon, running_daemon
 from moorage.api.client import Client
 from moorage.api.docker.server import build_app
 from moorage.engine.config import EngineConfig
@@ -35,13 +35,8 @@ _MOOR = "from moorage.cli import main, volumes; volumes.register(main.cli); main
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path / "moor")
-    d.base.mkdir()
-    try:
-        d.start()
+    with running_daemon(tmp_path / "moor") as d:
         yield d
-    finally:
-        d.cleanup()
 
 
 def moor(
