@@ -28,16 +28,18 @@ import json
 import logging
 import os
 import secrets
+import select
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from moorage.engine import container_config as cfg
 from moorage.engine import monitor_client
 from moorage.engine.container_record import (
+    CREATED,
     EXITED,
     PAUSED,
     REMOVING,
@@ -854,6 +856,7 @@ class ContainerService:
     def _load(self) -> None:
         """Read every record; adopt live monitors; record what exited while we were away."""
         to_restart: list[Container] = []
+        monitors = _monitors_under(self.root)
         for cid in sorted(os.listdir(self.root)):
             directory = self._dir(cid)
             if cid.startswith(".removing-"):  # a removal the last daemon did not finish
@@ -873,6 +876,14 @@ class ContainerService:
             if c.state.status == REMOVING:
                 to_restart.append(c)  # finished below
                 continue
+            if c.state.status in (CREATED, EXITED) and monitors.get(c.id):
+                # The last daemon died in the middle of starting it.
+                if self._adopt(c):
+                    c.state.status = RUNNING
+                    c.has_been_started = True
+                    self._save(c)
+                    continue
+                self._abandon_start(c, monitors[c.id])
             if c.state.status in (RUNNING, PAUSED, RESTARTING):
                 if self._adopt(c):
                     continue
@@ -892,6 +903,24 @@ class ContainerService:
             self._timers[c.id] = timer
             timer.start()
 
+    def _abandon_start(self, c: Container, monitor_pids: Iterable[int]) -> None:
+        """Stop the monitors of a start nobody will finish, and undo what they made."""
+        for pid in monitor_pids:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                select.select([pidfd], [], [], KILL_WAIT)
+            finally:
+                os.close(pidfd)
+        self._clean_runtime(c.id)
+        _unmount_quietly(os.path.join(self._dir(c.id), "rootfs"))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self._dir(c.id), "state.json"))
+        log.info("abandoned the interrupted start of %s", c.id[:12])
+
     def _adopt(self, c: Container) -> bool:
         state = read_state(self._dir(c.id))
         if state is None or state.get("status") != "running":
@@ -900,6 +929,9 @@ class ContainerService:
         if not pid or not _is_monitor(pid, c.id):
             return False
         c.state.monitor_pid = pid
+        if c.state.status in (CREATED, EXITED):  # started just before the daemon died
+            c.state.pid = int(state.get("pid") or 0)
+            c.state.started_at = str(state.get("started_at") or now_rfc3339())
         self._watcher.add(c.id, pid)
         self.health.started(c)
         log.info("adopted running container %s (monitor %d)", c.id[:12], pid)
@@ -940,6 +972,28 @@ def _is_monitor(pid: int, cid: str) -> bool:
         return os.path.basename(os.readlink(f"/proc/{pid}/cwd")) == cid
     except OSError:
         return False
+
+
+def _monitors_under(root: str) -> dict[str, list[int]]:
+    """Container id -> pids of the monitors running for a container under ``root``
+    (a monitor's command line ends with its container's directory)."""
+    found: dict[str, list[int]] = {}
+    prefix = os.path.join(root, "").encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"moorage.engine.monitor" not in argv:
+            continue
+        for arg in argv:
+            if arg.startswith(prefix):
+                cid = arg[len(prefix) :].split(b"/")[0].decode(errors="replace")
+                found.setdefault(cid, []).append(int(entry))
+    return found
 
 
 def _unmount_quietly(path: str) -> None:
