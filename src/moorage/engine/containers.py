@@ -73,6 +73,7 @@ from moorage.errors import (
     Unavailable,
 )
 from moorage.oci.image import ContainerConfig
+from moorage.runtime import api as runtime_api
 
 log = logging.getLogger(__name__)
 
@@ -365,6 +366,9 @@ class ContainerService:
             return True
 
     def _start_locked(self, c: Container) -> None:
+        # The runtime moves the container into its cgroup ~10 ms from now: let the
+        # kernel's first-move grace period pass meanwhile (runtime.cgroups.primer).
+        runtime_api.prime_cgroup_attach()
         directory = self._dir(c.id)
         rootfs = os.path.join(directory, "rootfs")
         bundle = os.path.join(directory, "bundle")

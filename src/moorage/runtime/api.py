@@ -14,6 +14,7 @@ exec then forks a warm stage instead of starting an interpreter.
 
 from __future__ import annotations
 
+from moorage.runtime.cgroups.primer import prime_cgroup_attach
 from moorage.runtime.create import CreateOptions, create
 from moorage.runtime.delete import delete
 from moorage.runtime.exec import ExecOptions, exec_process
@@ -41,6 +42,7 @@ __all__ = [
     "list_containers",
     "parse_signal",
     "pause",
+    "prime_cgroup_attach",
     "resume",
     "run",
     "start",
