@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import click
 from click.testing import CliRunner
 
 from moorage import __version__
-from moorage.cli.main import cli
+from moorage.cli.main import MODULES_OF, LazyGroup, cli
 
 
 def test_version_names_moor_and_the_spec() -> None:
@@ -25,3 +29,42 @@ def test_unknown_command_fails_with_a_clear_message() -> None:
     result = CliRunner().invoke(cli, ["frobnicate"])
     assert result.exit_code != 0
     assert "No such command 'frobnicate'" in result.output
+
+
+def _fresh_group() -> LazyGroup:
+    @click.group(cls=LazyGroup)
+    def group() -> None:
+        pass
+
+    assert isinstance(group, LazyGroup)
+    return group
+
+
+def test_every_command_is_found_by_loading_only_its_modules() -> None:
+    everything = _fresh_group()
+    everything.load(MODULES_OF["system"] + ("daemon", "bootstrap", "volumes"))
+    names = set(everything.commands)
+    assert names == set(MODULES_OF)
+    for name in names:
+        group = _fresh_group()
+        group.load(MODULES_OF[name])
+        assert name in group.commands, name
+
+
+def test_a_container_command_does_not_import_the_image_commands() -> None:
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from moorage.cli.main import cli\n"
+        "CliRunner().invoke(cli, ['run', '--help'])\n"
+        "print('moorage.cli.images' in sys.modules, 'moorage.cli.containers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+
+def test_help_lists_commands_of_every_module() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for name in ("run", "images", "volume", "daemon", "bootstrap", "system"):
+        assert name in result.output

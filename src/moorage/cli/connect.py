@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 
@@ -30,6 +29,8 @@ def _start_daemon(c: Client) -> None:
     os.makedirs(DEFAULT_EXEC_ROOT, mode=0o700, exist_ok=True)
     log_path = os.path.join(DEFAULT_EXEC_ROOT, "moor-daemon.log")
     with open(log_path, "ab") as log:
+        import subprocess  # only to start a daemon: most calls find one
+
         proc = subprocess.Popen(
             [sys.executable, "-m", "moorage.cli.main", "daemon"],
             stdin=subprocess.DEVNULL,

@@ -1,21 +1,92 @@
 """``moor``: the user's command line.
 
-Today it reports versions and reaches the OCI runtime; the engine's commands
-(run, ps, images, build...) arrive with the daemon. Command modules are imported
-lazily so that ``moor --help`` stays fast.
+Command modules are imported lazily: ``moor run`` imports the container commands
+and not the image, volume or daemon ones (each costs milliseconds that every call
+would pay). :data:`MODULES_OF` says which modules define a top-level command; a
+name it does not know loads them all, so that click's "no such command" and
+``--help`` see everything.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import click
 
 from moorage import __version__
 from moorage.errors import MoorageError
 
+# Registration order matters: ``containers`` extends the ``system`` group of ``images``.
+_ORDER = ("daemon", "bootstrap", "images", "containers", "volumes")
+_CONTAINERS = (
+    "attach commit container cp create diff events exec inspect kill logs pause port ps "
+    "rename restart rm run start stats stop top unpause wait"
+)
+_IMAGES = ("history", "image", "images", "import", "load", "rmi", "save", "tag")
+MODULES_OF: dict[str, tuple[str, ...]] = {
+    **{name: ("containers",) for name in _CONTAINERS.split()},
+    **{name: ("images",) for name in _IMAGES},
+    "system": ("images", "containers"),
+    "volume": ("volumes",),
+    "daemon": ("daemon",),
+    "bootstrap": ("bootstrap",),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands are registered by their modules on first use."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loaded: set[str] = set()
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            self.load(MODULES_OF.get(cmd_name, _ORDER))
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.load(_ORDER)
+        return super().list_commands(ctx)
+
+    def load(self, modules: Iterable[str]) -> None:
+        for name in sorted(set(modules) - self._loaded, key=_ORDER.index):
+            self._loaded.add(name)
+            _REGISTER[name](self)
+
+
+def _register_daemon(group: click.Group) -> None:
+    from moorage.cli.daemon import daemon
+
+    group.add_command(daemon)
+
+
+def _register_bootstrap(group: click.Group) -> None:
+    from moorage.cli.bootstrap import bootstrap_cmd
+
+    group.add_command(bootstrap_cmd)
+
+
+def _register_module(module: str) -> Callable[[click.Group], None]:
+    def register(group: click.Group) -> None:
+        importlib.import_module(f"moorage.cli.{module}").register(group)
+
+    return register
+
+
+_REGISTER: dict[str, Callable[[click.Group], None]] = {
+    "daemon": _register_daemon,
+    "bootstrap": _register_bootstrap,
+    "images": _register_module("images"),
+    "containers": _register_module("containers"),
+    "volumes": _register_module("volumes"),
+}
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-v", "--version", prog_name="moor")
 @click.option("-H", "--host", envvar="MOOR_HOST", default=None, help="daemon socket (unix://PATH)")
 @click.pass_context
@@ -46,20 +117,7 @@ def runtime(args: tuple[str, ...]) -> None:
     runtime_main(list(args))
 
 
-def _register() -> None:
-    from moorage.cli import containers, images, volumes
-    from moorage.cli.bootstrap import bootstrap_cmd
-    from moorage.cli.daemon import daemon
-
-    cli.add_command(daemon)
-    cli.add_command(bootstrap_cmd)
-    images.register(cli)
-    containers.register(cli)  # after images: it extends the system group
-    volumes.register(cli)
-
-
 def main() -> None:
-    _register()
     try:
         cli(prog_name="moor", standalone_mode=False)
     except click.exceptions.Abort:

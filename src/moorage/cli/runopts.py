@@ -14,8 +14,6 @@ ranges, mounts are the csv ``type=bind,source=...,target=...``.
 
 from __future__ import annotations
 
-import csv
-import ipaddress
 import json
 import os
 import re
@@ -23,10 +21,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from fractions import Fraction
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from moorage.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from ipaddress import IPv4Address, IPv6Address
 
 Lookup = Callable[[str], "str | None"]
 
@@ -286,6 +286,8 @@ def parse_cpus(value: str | None) -> int:
     if value is None:
         return 0
     try:
+        from fractions import Fraction
+
         cpus = Fraction(value.strip())
     except (ValueError, ZeroDivisionError):
         raise flag_error("--cpus", value, f"failed to parse {value} as a rational number") from None
@@ -524,6 +526,8 @@ def _go_bool(key: str, value: str) -> bool:
 
 def parse_mount(spec: str, cwd: str) -> dict[str, Any]:
     """``--mount type=bind,source=/src,target=/dst,readonly`` as a ``HostConfig.Mounts`` entry."""
+    import csv
+
     try:
         fields = next(csv.reader([spec]))
     except (csv.Error, StopIteration):
@@ -698,7 +702,7 @@ def _port_mappings(spec: str) -> list[tuple[str, dict[str, str]]]:
         ip = ip[1:-1]
     if ip:
         try:
-            ipaddress.ip_address(ip)
+            _ip_address(ip)
         except ValueError:
             raise ValueError(f"invalid IP address: {ip}") from None
     if not container:
@@ -902,7 +906,7 @@ def parse_log_config(driver: str | None, opts: Iterable[str]) -> dict[str, Any]:
 
 def parse_ip(value: str, flag: str) -> str:
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        return str(_ip_address(value.strip()))
     except ValueError:
         raise flag_error(flag, value, f"IP address is not correctly formatted: {value}") from None
 
@@ -918,7 +922,7 @@ def parse_extra_host(value: str) -> str:
         if len(address) > 2 and address[0] == "[" and address[-1] == "]":
             address = address[1:-1]
         try:
-            ipaddress.ip_address(address)
+            _ip_address(address)
         except ValueError:
             raise flag_error(
                 "--add-host", value, f'invalid IP address in add-host: "{address}"'
@@ -951,6 +955,8 @@ def _network_mode(network: str | None) -> str:
     if "=" not in network:
         return network
     # The advanced syntax: only its name is honoured here.
+    import csv
+
     fields = dict(_key_value(item) for item in next(csv.reader([network])))
     unknown = sorted(set(fields) - {"name"})
     if unknown:
@@ -1067,3 +1073,9 @@ def _parse_time(value: str) -> datetime | None:
         except ValueError:
             continue
     raise InvalidArgument(f'failed to parse value as time or duration: "{value}"')
+
+
+def _ip_address(text: str) -> IPv4Address | IPv6Address:
+    import ipaddress  # here: most commands have no address to check
+
+    return ipaddress.ip_address(text)

@@ -16,7 +16,6 @@ the same blob exist twice in the store.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Final
 
@@ -67,6 +66,8 @@ def parse_digest(text: str) -> Digest:
 
 def sha256_of(data: bytes) -> Digest:
     """The sha256 digest of ``data``."""
+    import hashlib  # here: parsing references (every CLI call) needs no hashing
+
     return Digest("sha256:" + hashlib.sha256(data).hexdigest())
 
 
@@ -87,6 +88,8 @@ class Hasher:
         if algorithm not in ALGORITHMS:
             raise InvalidArgument(f"unsupported digest algorithm: {_quote(algorithm)}")
         self.algorithm = algorithm
+        import hashlib
+
         self._hash = hashlib.new(algorithm)
         self.size = 0
 
