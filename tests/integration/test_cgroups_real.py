@@ -364,3 +364,25 @@ def test_v2_missing_controller_is_reported(v2: Cgroup) -> None:
 
     with pytest.raises(FailedPrecondition, match='^cgroup v2 controller "memory" is not'):
         v2.manager.apply(CgroupResources.from_oci({"memory": {"limit": 64 << 20}}))
+
+
+def test_priming_the_attach_path_leaves_the_process_where_it_was() -> None:
+    from moorage.sys.cgroupfs import prime_attach, read_proc_cgroup
+
+    before = read_proc_cgroup()
+    assert prime_attach()
+    assert read_proc_cgroup() == before
+
+
+def test_priming_in_the_background_returns_at_once_and_primes_once_at_a_time() -> None:
+    import threading
+
+    from moorage.runtime.cgroups import primer
+
+    primer.prime_cgroup_attach()
+    primer.prime_cgroup_attach()  # while the first runs: shares it
+    running = [t for t in threading.enumerate() if t.name == "cgroup-primer"]
+    assert len(running) <= 1
+    for thread in running:
+        thread.join(timeout=10)
+    assert not primer._running.locked()
