@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from moorage.api.client import Client
+from netclean import new_test_bridge, remove_daemon_networks
 
 
 class Daemon:
@@ -26,6 +27,8 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         # Its containers' cgroups go under a parent of its own, removed by cleanup().
         self.cgroup_parent = f"/moorage-test/{self.exec_root.name}"
+        # And a default bridge (and so an nftables table) of its own.
+        self.bridge = new_test_bridge()
 
     @property
     def host(self) -> str:
@@ -53,6 +56,8 @@ class Daemon:
                     self.log_level,
                     "--cgroup-parent",
                     self.cgroup_parent,  # removed by cleanup()
+                    "--bridge",
+                    self.bridge,  # removed by cleanup()
                 ],
                 stdout=log,
                 stderr=log,
@@ -150,6 +155,7 @@ class Daemon:
         self.stop()
         self.kill_leftovers()
         self.remove_cgroup_parent()
+        remove_daemon_networks(self.root, self.bridge)
         keep = os.environ.get("MOOR_TEST_KEEP_LOGS")  # a directory, for debugging a failure
         if keep and self.log.exists():
             os.makedirs(keep, exist_ok=True)

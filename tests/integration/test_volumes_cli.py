@@ -25,6 +25,7 @@ from moorage.api.docker.server import build_app
 from moorage.engine.config import EngineConfig
 from moorage.engine.engine import Engine
 from moorage.errors import Conflict, InvalidArgument, NotFound, NotSupported
+from netclean import new_test_bridge, remove_daemon_networks
 
 pytestmark = pytest.mark.root
 
@@ -377,8 +378,12 @@ def test_api_version_decides_what_prune_removes(daemon: Daemon) -> None:
 def in_process(tmp_path: Path) -> Iterator[tuple[Engine, Client]]:
     """The API served from this process, so that a test decides which volumes are in use."""
     run = Path(f"/run/moorage-test-{uuid.uuid4().hex[:8]}")
+    bridge = new_test_bridge()
     config = EngineConfig(
-        root=str(tmp_path / "root"), exec_root=str(run), host=f"unix://{run}/api.sock"
+        root=str(tmp_path / "root"),
+        exec_root=str(run),
+        host=f"unix://{run}/api.sock",
+        bridge=bridge,
     )
     run.mkdir(mode=0o700)
     engine = Engine(config)
@@ -396,6 +401,7 @@ def in_process(tmp_path: Path) -> Iterator[tuple[Engine, Client]]:
         loop.run_until_complete(runner.cleanup())
         loop.close()
         engine.close()
+        remove_daemon_networks(tmp_path / "root", bridge)
         shutil.rmtree(run, ignore_errors=True)
 
 

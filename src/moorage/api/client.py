@@ -456,7 +456,7 @@ def _query(params: dict[str, Any] | None) -> str:
         return ""
     # A list is a repeated parameter (names=a&names=b); a dict is JSON (filters).
     pairs = [
-        f"{_quote(k)}={_quote(_param(x))}"
+        f"{quote(k)}={quote(_param(x))}"
         for k, v in params.items()
         if v is not None
         for x in (v if isinstance(v, list | tuple) else [v])
@@ -467,7 +467,7 @@ def _query(params: dict[str, Any] | None) -> str:
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
 
 
-def _quote(text: str) -> str:
+def quote(text: str) -> str:
     """Percent-encoding of a query component (RFC 3986 unreserved kept). By hand, not
     urllib.parse: that import costs the CLI more than this function's few lines."""
     return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in text.encode())

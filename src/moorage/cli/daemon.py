@@ -23,7 +23,23 @@ from moorage.api.hosts import DEFAULT_EXEC_ROOT, DEFAULT_HOST, DEFAULT_ROOT
     show_default=True,
     help="cgroup under which each container gets <parent>/<id>",
 )
-def daemon(host: str, root: str, exec_root: str, log_level: str, cgroup_parent: str) -> None:
+@click.option(
+    "-b",
+    "--bridge",
+    default="moor0",
+    show_default=True,
+    help="the default bridge network's interface (its own per daemon on one host)",
+)
+@click.option("--bip", default=None, help="the default bridge's address and prefix (CIDR)")
+def daemon(
+    host: str,
+    root: str,
+    exec_root: str,
+    log_level: str,
+    cgroup_parent: str,
+    bridge: str,
+    bip: str | None,
+) -> None:
     """Run the Moorage engine: the Docker Engine API on a unix socket."""
     import asyncio
     import logging
@@ -34,5 +50,12 @@ def daemon(host: str, root: str, exec_root: str, log_level: str, cgroup_parent: 
         level=getattr(logging, log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    config = EngineConfig(root=root, exec_root=exec_root, host=host, cgroup_parent=cgroup_parent)
+    config = EngineConfig(
+        root=root,
+        exec_root=exec_root,
+        host=host,
+        cgroup_parent=cgroup_parent,
+        bridge=bridge,
+        bip=bip,
+    )
     asyncio.run(serve(config))

@@ -20,7 +20,7 @@ from moorage import __version__
 from moorage.errors import MoorageError
 
 # Registration order matters: ``containers`` extends the ``system`` group of ``images``.
-_ORDER = ("daemon", "bootstrap", "images", "containers", "volumes")
+_ORDER = ("daemon", "bootstrap", "images", "containers", "volumes", "networks")
 _CONTAINERS = (
     "attach commit container cp create diff events exec inspect kill logs pause port ps "
     "rename restart rm run start stats stop top unpause wait"
@@ -31,6 +31,7 @@ MODULES_OF: dict[str, tuple[str, ...]] = {
     **{name: ("images",) for name in _IMAGES},
     "system": ("images", "containers"),
     "volume": ("volumes",),
+    "network": ("networks",),
     "daemon": ("daemon",),
     "bootstrap": ("bootstrap",),
 }
@@ -83,6 +84,7 @@ _REGISTER: dict[str, Callable[[click.Group], None]] = {
     "images": _register_module("images"),
     "containers": _register_module("containers"),
     "volumes": _register_module("volumes"),
+    "networks": _register_module("networks"),
 }
 
 

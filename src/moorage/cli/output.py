@@ -101,3 +101,30 @@ def print_rows(
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     for r in table:
         click.echo("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def parse_filters(values: Sequence[str]) -> dict[str, list[str]]:
+    """``--filter key=value``, repeated: docker's filter arguments."""
+    out: dict[str, list[str]] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not key or not sep:
+            raise InvalidArgument(f"bad format of filter: {item!r} (expected name=value)")
+        out.setdefault(key.strip().lower(), []).append(value)
+    return out
+
+
+def print_inspected(found: list[dict[str, Any]], errors: list[str], fmt: str | None) -> None:
+    """``inspect`` of several objects: a JSON array (or a template per object), then
+    the errors; exit 1 when there were any (docker prints what it found all the same)."""
+    import sys
+
+    if fmt:
+        for item in found:
+            click.echo(render_template(fmt, item))
+    else:
+        click.echo(json.dumps(found, indent=4))
+    for message in errors:
+        click.echo(f"Error response from daemon: {message}", err=True)
+    if errors:
+        sys.exit(1)

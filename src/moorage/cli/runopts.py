@@ -83,6 +83,8 @@ class CreateFlags:
     publish_all: bool = False
     expose: tuple[str, ...] = ()
     network: str | None = None
+    network_alias: tuple[str, ...] = ()
+    ip: str | None = None
     dns: tuple[str, ...] = ()
     add_host: tuple[str, ...] = ()
     sysctl: tuple[str, ...] = ()
@@ -129,7 +131,7 @@ def build_create(
         host["ConsoleSize"] = list(console_size)
     if flags.rm and host["RestartPolicy"]["Name"] not in ("", "no"):
         raise InvalidArgument("conflicting options: cannot specify both --restart and --rm")
-    body = {**config, "HostConfig": host, "NetworkingConfig": _networking(flags.network)}
+    body = {**config, "HostConfig": host, "NetworkingConfig": _networking(flags)}
     return CreateRequest(flags.name or None, body, _platform(flags.platform), pull)
 
 
@@ -966,10 +968,27 @@ def _network_mode(network: str | None) -> str:
     return fields["name"]
 
 
-def _networking(network: str | None) -> dict[str, Any]:
-    # As docker: the default network gets an (empty) endpoint; a named one is left
-    # to the daemon when no per-network option is given.
-    return {"EndpointsConfig": {} if network else {"default": {}}}
+def _networking(flags: CreateFlags) -> dict[str, Any]:
+    """As docker: the default network gets an (empty) endpoint; a named one is left
+    to the daemon when no per-network option (``--network-alias``, ``--ip``) is given."""
+    if not flags.network:
+        if flags.network_alias:
+            raise InvalidArgument(
+                "network-scoped aliases are only supported for user-defined networks"
+            )
+        return {
+            "EndpointsConfig": {"default": {"IPAMConfig": {"IPv4Address": flags.ip}}}
+            if flags.ip
+            else {"default": {}}
+        }
+    endpoint: dict[str, Any] = {}
+    if flags.network_alias:
+        endpoint["Aliases"] = list(flags.network_alias)
+    if flags.ip:
+        _ip_address(flags.ip)
+        endpoint["IPAMConfig"] = {"IPv4Address": flags.ip}
+    name = _network_mode(flags.network)
+    return {"EndpointsConfig": {name: endpoint} if endpoint else {}}
 
 
 # --------------------------------------------------------------------------- image, pull

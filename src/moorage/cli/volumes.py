@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import urllib.parse
 from typing import Any
@@ -10,7 +9,12 @@ from typing import Any
 import click
 
 from moorage.cli.connect import client
-from moorage.cli.output import human_size, print_rows, render_template
+from moorage.cli.output import (
+    human_size,
+    parse_filters,
+    print_inspected,
+    print_rows,
+)
 from moorage.errors import InvalidArgument, MoorageError
 
 
@@ -26,17 +30,6 @@ def _pairs(values: tuple[str, ...], what: str, need_value: bool) -> dict[str, st
         if not key or (need_value and not sep):
             raise InvalidArgument(f"invalid {what}: {item!r} (want key=value)")
         out[key] = value
-    return out
-
-
-def _filters(values: tuple[str, ...]) -> dict[str, list[str]]:
-    """``-f key=value``, repeated: docker's filter arguments."""
-    out: dict[str, list[str]] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not key or not sep:
-            raise InvalidArgument(f"bad format of filter: {item!r} (expected name=value)")
-        out.setdefault(key.strip().lower(), []).append(value)
     return out
 
 
@@ -95,7 +88,7 @@ def create_cmd(
 @click.pass_context
 def ls_cmd(ctx: click.Context, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None:
     """List volumes."""
-    wanted = _filters(filters)
+    wanted = parse_filters(filters)
     data = _client(ctx).get_json("/volumes", filters=wanted or None)
     volumes = sorted(data.get("Volumes") or [], key=lambda v: v["Name"])
     for warning in data.get("Warnings") or []:
@@ -121,15 +114,7 @@ def inspect_cmd(ctx: click.Context, fmt: str | None, names: tuple[str, ...]) -> 
             found.append(c.get_json(f"/volumes/{_quote(name)}"))
         except MoorageError as exc:
             errors.append(str(exc))
-    if fmt:
-        for volume in found:
-            click.echo(render_template(fmt, volume))
-    else:
-        click.echo(json.dumps(found, indent=4))
-    for message in errors:
-        click.echo(f"Error response from daemon: {message}", err=True)
-    if errors:
-        sys.exit(1)
+    print_inspected(found, errors, fmt)
 
 
 @click.command("rm")
@@ -159,7 +144,7 @@ def rm_cmd(ctx: click.Context, force: bool, names: tuple[str, ...]) -> None:
 @click.pass_context
 def prune_cmd(ctx: click.Context, all_volumes: bool, force: bool, filters: tuple[str, ...]) -> None:
     """Remove unused volumes: anonymous ones, or all with -a."""
-    wanted = _filters(filters)
+    wanted = parse_filters(filters)
     if all_volumes:
         wanted["all"] = ["true"]
     if not force:

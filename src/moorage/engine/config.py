@@ -9,6 +9,7 @@ DEFAULT_ROOT = "/var/lib/moorage"
 DEFAULT_EXEC_ROOT = "/run/moorage"
 DEFAULT_HOST = "unix:///run/moorage/moor.sock"
 DEFAULT_CGROUP_PARENT = "/moorage"
+DEFAULT_BRIDGE = "moor0"
 
 
 class EngineConfig(NamedTuple):
@@ -16,6 +17,8 @@ class EngineConfig(NamedTuple):
     exec_root: str = DEFAULT_EXEC_ROOT
     host: str = DEFAULT_HOST
     cgroup_parent: str = DEFAULT_CGROUP_PARENT  # containers get <parent>/<id>
+    bridge: str = DEFAULT_BRIDGE  # the default bridge network's interface
+    bip: str | None = None  # its gateway address and prefix; None: a free subnet
 
     @property
     def socket_path(self) -> str:

@@ -55,6 +55,7 @@ from moorage.engine.etcfiles import hosts_file, lookup_user, resolv_conf
 from moorage.engine.events import EventBus
 from moorage.engine.monitor import read_state
 from moorage.engine.monitor_zygote import MonitorZygote
+from moorage.engine.network.service import ContainerNetworking, NetworkService, Prepared
 from moorage.engine.restart import Backoff, should_restart
 from moorage.engine.specgen import (
     ContainerRequest,
@@ -67,6 +68,7 @@ from moorage.engine.specgen import (
 from moorage.engine.watcher import MonitorWatcher
 from moorage.errors import (
     Conflict,
+    FailedPrecondition,
     InvalidArgument,
     MoorageError,
     NotFound,
@@ -97,8 +99,12 @@ class ContainerService:
         events: EventBus | None = None,
         *,
         cgroup_parent: str = "/moorage",
+        networks: NetworkService | None = None,
     ) -> None:
         self.root = os.path.join(root, "containers")
+        # None: containers get a network namespace with loopback only (tests of the
+        # lifecycle alone); else the engine's networks (engine.network.service).
+        self.networks = networks
         self.exec_root = exec_root
         self.runtime_root = os.path.join(exec_root, "runtime")
         self.socket_dir = os.path.join(exec_root, "containers")
@@ -196,6 +202,7 @@ class ContainerService:
             raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
         cfg.check_log_config(host_config.get("LogConfig"))
         health = cfg.healthcheck(body.get("Healthcheck"))
+        self._check_networks(request, body)
         image = self.images.resolve(request.image)
         image_config = image.config.config or ContainerConfig()
         cid = secrets.token_hex(32)
@@ -224,7 +231,7 @@ class ContainerService:
             extra = [v for v in body.get("Volumes") or {} if isinstance(v, str)]
             mounts = self._create_volumes(cid, request, image_config, extra)
             config = cfg.merged_config(body, request, image_config, cid, health)
-            self._write_etc_files(directory, config["Hostname"], host_config)
+            self._write_etc_files(directory, config["Hostname"], host_config, Prepared("none"))
             entrypoint = list(config.get("Entrypoint") or [])
             args = entrypoint + list(config.get("Cmd") or [])
             if not args:
@@ -315,19 +322,32 @@ class ContainerService:
             anonymous=anonymous,
         )
 
+    def _check_networks(self, request: ContainerRequest, body: dict[str, Any]) -> None:
+        """The networks (or the container) a new container names exist."""
+        if request.network_mode.startswith("container:"):
+            self.get(request.network_mode.removeprefix("container:"))
+        elif self.networks is not None and request.network_mode == "bridge":
+            self.networks.check(_networking(body, "", ""))
+
     @staticmethod
-    def _write_etc_files(directory: str, hostname: str, host_config: dict[str, Any]) -> None:
+    def _write_etc_files(
+        directory: str, hostname: str, host_config: dict[str, Any], prepared: Prepared
+    ) -> None:
+        """hostname, hosts and resolv.conf: the container's address and DNS server
+        (a user-defined network's) when it has them."""
         try:
             with open("/etc/resolv.conf") as f:
                 host_resolv = f.read()
         except OSError:
             host_resolv = ""
+        address = None if prepared.address is None else str(prepared.address)
+        extra_hosts = list(host_config.get("ExtraHosts") or [])
         files = {
             "hostname": hostname + "\n",
-            "hosts": hosts_file(hostname, None, list(host_config.get("ExtraHosts") or [])),
+            "hosts": hosts_file(hostname, address, extra_hosts),
             "resolv.conf": resolv_conf(
                 host_resolv,
-                list(host_config.get("Dns") or []),
+                list(host_config.get("Dns") or prepared.nameservers),
                 list(host_config.get("DnsSearch") or []),
                 list(host_config.get("DnsOptions") or []),
             ),
@@ -374,12 +394,22 @@ class ContainerService:
         bundle = os.path.join(directory, "bundle")
         os.makedirs(rootfs, exist_ok=True)
         os.makedirs(bundle, exist_ok=True)
+        netns, prepared = self._prepare_network(c)
+        try:
+            self._write_etc_files(directory, c.config["Hostname"], c.host_config, prepared)
+        except BaseException:
+            self._release_network(c.id)
+            raise
         _unmount_quietly(rootfs)
         from moorage.store.snapshots.mount import mount_all
 
-        mount_all(self.images.snapshots.mounts(c.snapshot_key), rootfs)
         try:
-            spec = self._spec(c, rootfs)
+            mount_all(self.images.snapshots.mounts(c.snapshot_key), rootfs)
+        except BaseException:
+            self._release_network(c.id)
+            raise
+        try:
+            spec = self._spec(c, rootfs, netns)
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 json.dump(spec, f)
             with contextlib.suppress(FileNotFoundError):
@@ -400,12 +430,26 @@ class ContainerService:
             monitor_pid = monitor_client.launch(directory, task, zygote=self._monitor_zygote)
         except MoorageError as exc:
             _unmount_quietly(rootfs)
+            self._release_network(c.id)
             self._record_start_failure(c, str(exc))
             raise InvalidArgument(_start_error(str(exc))) from exc
         except BaseException:
             _unmount_quietly(rootfs)
+            self._release_network(c.id)
             raise
         self._watcher.add(c.id, monitor_pid)
+        if prepared.mode == "bridge" and self.networks is not None:
+            try:
+                init_pid = int((read_state(directory) or {}).get("pid") or 0)
+                if not init_pid:
+                    raise FailedPrecondition("the monitor reported no container process")
+                self.networks.wire(c.id, f"/proc/{init_pid}/ns/net")
+            except MoorageError as exc:
+                with contextlib.suppress(OSError):
+                    os.kill(monitor_pid, signal.SIGKILL)
+                self._release_network(c.id)
+                self._record_start_failure(c, str(exc))
+                raise InvalidArgument(_start_error(str(exc))) from exc
         with self._lock:
             pending = self._pending_attach.pop(c.id, [])
         for attach in pending:
@@ -450,7 +494,29 @@ class ContainerService:
         if c.host_config.get("AutoRemove"):  # --rm: gone even when it could not start
             threading.Thread(target=self._auto_remove, args=(c.id,), daemon=True).start()
 
-    def _spec(self, c: Container, rootfs: str) -> dict[str, Any]:
+    def _prepare_network(self, c: Container) -> tuple[str | None, Prepared]:
+        """The network namespace to join (``container:<ref>``), and the container's
+        addresses and ports (``networks.prepare``) for any other mode."""
+        mode = str(c.host_config.get("NetworkMode") or "bridge")
+        if mode.startswith("container:"):
+            ref = mode.removeprefix("container:")
+            other = self.get(ref)
+            if not other.running or not other.state.pid:
+                raise Conflict(f"cannot join network of a non running container: {ref}")
+            return f"/proc/{other.state.pid}/ns/net", Prepared("container")
+        if self.networks is None or mode in ("host", "none"):
+            return None, Prepared(mode if mode in ("host", "none") else "none")
+        exposed = c.config.get("ExposedPorts") or {}
+        return None, self.networks.prepare(_networking(c.request, c.id, c.name, exposed))
+
+    def _release_network(self, cid: str) -> None:
+        if self.networks is not None:
+            try:
+                self.networks.release(cid)
+            except MoorageError as exc:  # logged: the container's own outcome matters more
+                log.error("container %s: releasing its networks: %s", cid[:12], exc)
+
+    def _spec(self, c: Container, rootfs: str, netns: str | None = None) -> dict[str, Any]:
         body = dict(c.request)
         image_config = cfg.image_config_from_json(body.pop("ImageConfig", None))
         request = parse_create(body)
@@ -470,6 +536,7 @@ class ContainerService:
             cgroups_path=f"{self.cgroup_parent}/{c.id}",
             passwd_lookup=lambda user: lookup_user(rootfs, user),
             init_path=init_path,
+            netns_path=netns,
         )
         # Every volume was resolved at create (named, -v /path, the image's VOLUMEs).
         resolved = [
@@ -521,6 +588,7 @@ class ContainerService:
             code, oom, finished = 255, False, now_rfc3339()
             error = "container monitor exited unexpectedly"
         _unmount_quietly(os.path.join(directory, "rootfs"))
+        self._release_network(c.id)
         self.health.stopped(c)
         with self._lock:  # waiters see the new state only once it is on disk
             c.state = State(
@@ -694,6 +762,7 @@ class ContainerService:
             self._watcher.forget(c.id)
             directory = self._dir(c.id)
             _unmount_quietly(os.path.join(directory, "rootfs"))
+            self._release_network(c.id)
             self._clean_runtime(c.id)
             with contextlib.suppress(MoorageError):
                 self.images.snapshots.remove(c.snapshot_key)
@@ -800,7 +869,106 @@ class ContainerService:
         graph = {"MergedDir": os.path.join(directory, "rootfs")}
         with contextlib.suppress(MoorageError):
             graph["UpperDir"] = self.images.snapshots.writable_dir(c.snapshot_key)
-        return c.inspect(directory, self.images.snapshotter_name, graph)
+        out = c.inspect(directory, self.images.snapshotter_name, graph)
+        if self.networks is not None:
+            out["NetworkSettings"] = self.network_settings(c)
+        return out
+
+    def network_settings(self, c: Container) -> dict[str, Any]:
+        """Docker's ``NetworkSettings`` of ``c`` (see ``engine.network.settings``)."""
+        from moorage.engine.network.settings import container_network_settings
+
+        assert self.networks is not None
+        attached = self.networks.endpoints_of(c.id) if c.running else []
+        configured = self.configured_networks(c)
+        lookup = {}
+        for name in configured:
+            with contextlib.suppress(MoorageError):
+                lookup[name] = self.networks.get(name)
+        sandbox = f"/proc/{c.state.pid}/ns/net" if c.running and c.state.pid else ""
+        exposed = list(c.config.get("ExposedPorts") or {})
+        return container_network_settings(attached, configured, lookup, exposed, sandbox)
+
+    def connect_network(self, network: str, ref: str, config: dict[str, Any]) -> None:
+        """``POST /networks/{id}/connect``: at once when ``ref`` runs, else at its start."""
+        assert self.networks is not None
+        c = self.get(ref)
+        with self._operation(c.id):
+            mode = str(c.host_config.get("NetworkMode") or "bridge")
+            if mode in ("host", "none") or mode.startswith("container:"):
+                raise InvalidArgument(
+                    f"container sharing network namespace with another container or host "
+                    f"cannot be connected to any other network ({mode})"
+                )
+            record = self.networks.get(network)
+            if record.name in self.configured_networks(c) and not c.running:
+                raise Conflict(
+                    f"endpoint with name {c.name} already exists in network {record.name}"
+                )
+            netns = f"/proc/{c.state.pid}/ns/net" if c.running and c.state.pid else None
+            spec = _networking(c.request, c.id, c.name)
+            self.networks.connect(record.id, spec, config, netns)
+            self._set_endpoint_config(c, record.name, config)
+        self._publish_network(record.id, record.name, "connect", c.id)
+
+    def disconnect_network(self, network: str, ref: str, force: bool = False) -> None:
+        """``POST /networks/{id}/disconnect``."""
+        assert self.networks is not None
+        try:
+            c = self.get(ref)
+        except NotFound:
+            if force:  # Docker: force cleans up after a container that is gone
+                return
+            raise
+        with self._operation(c.id):
+            record = self.networks.get(network)
+            configured = self.configured_networks(c)
+            if record.name not in configured:
+                raise Conflict(f"container {c.id} is not connected to network {record.name}")
+            if str(c.host_config.get("NetworkMode") or "bridge") in ("host", "none"):
+                raise InvalidArgument(
+                    f"container cannot be disconnected from {record.name} network"
+                )
+            self.networks.disconnect(record.id, c.id)
+            self._set_endpoint_config(c, record.name, None)
+        self._publish_network(record.id, record.name, "disconnect", c.id)
+
+    def _set_endpoint_config(self, c: Container, name: str, config: dict[str, Any] | None) -> None:
+        """Record (None: forget) the container's settings on network ``name``; the
+        network it started on (NetworkMode) moves to another one when it is dropped."""
+        request = dict(c.request)
+        networking = dict(request.get("NetworkingConfig") or {})
+        endpoints = _endpoints_config(request)
+        host = dict(c.host_config)
+        if config is None:
+            endpoints.pop(name, None)
+            if _mode(host.get("NetworkMode")) == name:
+                host["NetworkMode"] = next(iter(endpoints), "none")
+        else:
+            endpoints[name] = config
+        networking["EndpointsConfig"] = endpoints
+        request["NetworkingConfig"] = networking
+        request["HostConfig"] = {
+            **(request.get("HostConfig") or {}),
+            "NetworkMode": host.get("NetworkMode"),
+        }
+        c.request = request
+        c.host_config = host
+        self._save(c)
+
+    def _publish_network(self, network_id: str, name: str, action: str, cid: str) -> None:
+        self.events.publish("network", action, network_id, {"name": name, "container": cid})
+
+    def configured_networks(self, c: Container) -> dict[str, dict[str, Any]]:
+        """Network name -> EndpointsConfig entry, for every network ``c`` is on."""
+        mode = _mode(c.host_config.get("NetworkMode"))
+        if mode.startswith("container:"):
+            return {}
+        endpoints = _endpoints_config(c.request)
+        out = {mode: endpoints.get(mode) or {}}
+        if mode not in ("host", "none"):
+            out.update({k: v for k, v in endpoints.items() if k != mode})
+        return out
 
     def list(
         self,
@@ -823,6 +991,12 @@ class ContainerService:
         out = []
         for c in chosen:
             summary = c.summary()
+            if self.networks is not None:
+                from moorage.engine.network.settings import summary_networks, summary_ports
+
+                summary["NetworkSettings"] = summary_networks(self.network_settings(c))
+                attached = self.networks.endpoints_of(c.id) if c.running else []
+                summary["Ports"] = summary_ports(attached, c.config.get("ExposedPorts") or {})
             if size:
                 summary["SizeRw"], summary["SizeRootFs"] = self.sizes(c)
             out.append(summary)
@@ -897,6 +1071,10 @@ class ContainerService:
                 c.restart_policy, c.state.exit_code, c.restart_count, c.manually_stopped
             ):
                 to_restart.append(c)
+        if self.networks is not None:
+            # Before any restart below prepares new endpoints.
+            running = {c.id: None for c in self._containers.values() if c.running}
+            self.networks.reconcile(running)
         for c in to_restart:
             if c.state.status == REMOVING:
                 threading.Thread(target=self._auto_remove, args=(c.id,), daemon=True).start()
@@ -921,6 +1099,7 @@ class ContainerService:
                 os.close(pidfd)
         self._clean_runtime(c.id)
         _unmount_quietly(os.path.join(self._dir(c.id), "rootfs"))
+        self._release_network(c.id)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self._dir(c.id), "state.json"))
         log.info("abandoned the interrupted start of %s", c.id[:12])
@@ -1034,3 +1213,39 @@ def _start_error(message: str) -> str:
     if message.startswith("failed to create task"):
         return message
     return f"failed to create task for container: {message}: unknown"
+
+
+def _networking(
+    request: dict[str, Any], cid: str, name: str, exposed: dict[str, Any] | None = None
+) -> ContainerNetworking:
+    """A container's network settings as ``networks.prepare`` takes them; ``exposed``
+    is the merged config's ExposedPorts (the image's and the request's: ``-P``)."""
+    host = request.get("HostConfig") or {}
+    return ContainerNetworking(
+        id=cid,
+        name=name,
+        mode=_mode(host.get("NetworkMode")),
+        endpoints_config=_endpoints_config(request),
+        port_bindings=host.get("PortBindings") or {},
+        exposed=exposed or {},
+        publish_all=bool(host.get("PublishAllPorts")),
+    )
+
+
+def _mode(network_mode: Any) -> str:
+    """HostConfig.NetworkMode with Docker's ``default`` spelled ``bridge``."""
+    mode = str(network_mode or "bridge")
+    return "bridge" if mode == "default" else mode
+
+
+def _endpoints_config(request: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """NetworkingConfig.EndpointsConfig by network name (``default`` is ``bridge``)."""
+    endpoints = (request.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    if not isinstance(endpoints, dict):
+        raise InvalidArgument("NetworkingConfig.EndpointsConfig: must be an object")
+    out: dict[str, dict[str, Any]] = {}
+    for name, config in endpoints.items():
+        if config is not None and not isinstance(config, dict):
+            raise InvalidArgument(f"NetworkingConfig.EndpointsConfig.{name}: must be an object")
+        out["bridge" if name == "default" else str(name)] = dict(config or {})
+    return out

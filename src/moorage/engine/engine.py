@@ -18,6 +18,7 @@ class Engine:
         from moorage.engine.events import EventBus
         from moorage.engine.execs import ExecService
         from moorage.engine.images import ImageService
+        from moorage.engine.network.service import NetworkService
         from moorage.engine.volumes import VolumeService
 
         self.config = config
@@ -25,6 +26,8 @@ class Engine:
         self.images = ImageService(config.root)
         self.volumes = VolumeService(config.root)
         self.events = EventBus()
+        self.networks = NetworkService(config.root, bridge=config.bridge, bip=config.bip)
+        self.networks.start()  # bridges up before any container (re)starts
         self.containers = ContainerService(
             config.root,
             config.exec_root,
@@ -32,6 +35,7 @@ class Engine:
             self.volumes,
             self.events,
             cgroup_parent=config.cgroup_parent,
+            networks=self.networks,
         )
         self.execs = ExecService(self.containers)
 
@@ -75,6 +79,7 @@ class Engine:
 
     def close(self) -> None:
         self.containers.close()
+        self.networks.close()
         self.volumes.close()
         self.images.close()
 

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from moorage.errors import InvalidArgument, NotSupported
+from moorage.errors import InvalidArgument
 from moorage.oci.default_spec import DEFAULT_ENV, DOCKER_DEFAULT_CAPABILITIES, default_spec
 from moorage.oci.image import ContainerConfig
 from moorage.sys.caps import CAPABILITIES
@@ -177,7 +177,10 @@ class ContainerRequest(NamedTuple):
     init: bool = False
     sysctls: Mapping[str, str] = _EMPTY
     shm_size: int = 0
-    network_mode: str = "bridge"  # "bridge", "host" or "none"
+    # "bridge" (the default bridge or a user-defined network: see network_name),
+    # "host", "none" or "container:<name or id>"
+    network_mode: str = "bridge"
+    network_name: str = "bridge"  # the network a "bridge" container starts on
     port_bindings: Mapping[str, Any] = _EMPTY  # raw Docker JSON, passed through
     warnings: tuple[str, ...] = ()
 
@@ -186,7 +189,7 @@ class GeneratedSpec(NamedTuple):
     spec: dict[str, Any]  # config.json, without the volumes (see attach_volumes)
     volume_mounts: list[VolumeMount]
     warnings: list[str]
-    network_mode: str  # "bridge", "host" or "none"
+    network_mode: str  # as ContainerRequest's
     stop_signal: str = "SIGTERM"  # request's, else image's, canonical name
     exposed_ports: Mapping[str, Any] = _EMPTY
     port_bindings: Mapping[str, Any] = _EMPTY
@@ -351,6 +354,7 @@ def parse_create(body: dict[str, Any]) -> ContainerRequest:
         sysctls=host.string_map("Sysctls"),
         shm_size=host.integer("ShmSize"),
         network_mode=_network_mode(host.string("NetworkMode")),
+        network_name=_network_name(host.string("NetworkMode")),
         port_bindings=host.raw_map("PortBindings"),
     )
     _check_resources(request)
@@ -390,11 +394,21 @@ def _pids_limit(host: _Fields) -> int | None:
 
 
 def _network_mode(mode: str | None) -> str:
-    if mode in (None, "default", "bridge"):
+    """``bridge`` for the default bridge and user-defined networks alike (a new network
+    namespace that the engine wires), ``host``, ``none`` or ``container:<ref>``."""
+    if mode is None or mode in ("", "default", "bridge"):
         return "bridge"
     if mode in ("host", "none"):
         return mode
-    raise NotSupported(f'HostConfig.NetworkMode: unsupported network mode "{mode}"')
+    if mode.startswith("container:"):
+        if not mode.removeprefix("container:"):
+            raise InvalidArgument(f'HostConfig.NetworkMode: invalid network mode "{mode}"')
+        return mode
+    return "bridge"
+
+
+def _network_name(mode: str | None) -> str:
+    return "bridge" if mode is None or mode in ("", "default") else mode
 
 
 def _parse_mount(o: _Fields) -> MountRequest:
@@ -516,6 +530,7 @@ def generate_spec(
     passwd_lookup: Callable[[str], tuple[int, int, list[int]]],
     init_path: str | None = None,
     all_capabilities: Sequence[str] | None = None,
+    netns_path: str | None = None,
 ) -> GeneratedSpec:
     """The config.json of a container, plus what the caller must still resolve.
 
@@ -572,6 +587,10 @@ def generate_spec(
 
     if request.network_mode == "host":
         linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] != "network"]
+    elif netns_path is not None:  # container:<ref>: that container's namespace
+        for ns in linux["namespaces"]:
+            if ns["type"] == "network":
+                ns["path"] = netns_path
     resources = linux["resources"]
     resources.update(_resources(request))
     if request.sysctls:

@@ -15,7 +15,7 @@ from moorage.engine.specgen import (
     generate_spec,
     parse_create,
 )
-from moorage.errors import InvalidArgument, NotFound, NotSupported
+from moorage.errors import InvalidArgument, NotFound
 from moorage.oci.default_spec import DOCKER_DEFAULT_CAPABILITIES
 from moorage.oci.image import ContainerConfig
 from moorage.oci.runtime_spec import parse_spec
@@ -122,11 +122,25 @@ def test_parse_create_names_bad_field(body: dict[str, Any], message: str) -> Non
         parse_create({"Image": "busybox", **body})
 
 
-def test_parse_create_unknown_network_mode_is_not_supported() -> None:
-    with pytest.raises(
-        NotSupported, match='HostConfig.NetworkMode: unsupported network mode "container:x"'
-    ):
-        parse_create({"Image": "busybox", "HostConfig": {"NetworkMode": "container:x"}})
+@pytest.mark.parametrize(
+    ("mode", "network_mode", "network_name"),
+    [
+        (None, "bridge", "bridge"),
+        ("default", "bridge", "bridge"),
+        ("host", "host", "host"),
+        ("none", "none", "none"),
+        ("backend", "bridge", "backend"),
+        ("container:web", "container:web", "container:web"),
+    ],
+)
+def test_parse_create_network_modes(mode: str | None, network_mode: str, network_name: str) -> None:
+    request = parse_create({"Image": "busybox", "HostConfig": {"NetworkMode": mode}})
+    assert (request.network_mode, request.network_name) == (network_mode, network_name)
+
+
+def test_parse_create_container_mode_needs_a_container() -> None:
+    with pytest.raises(InvalidArgument, match='invalid network mode "container:"'):
+        parse_create({"Image": "busybox", "HostConfig": {"NetworkMode": "container:"}})
 
 
 def test_parse_create_warns_about_ignored_fields_that_are_set() -> None:

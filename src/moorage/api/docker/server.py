@@ -104,11 +104,19 @@ class Routes:
 
 
 def build_app(engine: Engine) -> web.Application:
-    from moorage.api.docker import container_files, containers, exec, images, system, volumes
+    from moorage.api.docker import (
+        container_files,
+        containers,
+        exec,
+        images,
+        networks,
+        system,
+        volumes,
+    )
 
     app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024**2)
     app[ENGINE] = engine
-    for module in (system, images, volumes, containers, container_files, exec):
+    for module in (system, images, volumes, networks, containers, container_files, exec):
         module.routes.install(app)
     return app
 
