@@ -2,10 +2,11 @@
 
 Starts a private ``moor daemon`` (its own socket, root and exec root, so the demo
 never touches a daemon the user runs), bootstraps a busybox image, runs a small
-web server in a container, and shows ``ps``, ``logs``, ``exec`` and ``inspect``
-the way the guide walks through them with docker. Port publishing (``-p
-3000:3000``) arrives with networking; until then the demo asks the server from
-inside the container. Everything is removed at the end, even on failure.
+web server in a container with its port published (``-p 3000:3000``, another
+free port when 3000 is taken), asks it from the host, and shows ``ps``, ``logs``,
+``exec``, ``port`` and ``inspect`` the way the guide walks through them with docker.
+The daemon has a bridge of its own (``moordemo0``) and everything, that bridge and
+its nftables table included, is removed at the end, even on failure.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +27,35 @@ SERVER = (
     'echo "listening on :3000" && exec httpd -f -v -p 3000 -h /www'
 )
 ASK = 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc 127.0.0.1 3000'
+BRIDGE = "moordemo0"
+
+
+def _host_port() -> int:
+    """3000 as in the guide, unless something on this host has it."""
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", 3000))
+            return 3000
+        except OSError:
+            s.bind(("0.0.0.0", 0))
+            return int(s.getsockname()[1])
+
+
+def _fetch(port: int) -> str:
+    """What ``curl http://127.0.0.1:PORT/`` shows: the body."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+                conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+            return data.partition(b"\r\n\r\n")[2].decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def main() -> int:
@@ -42,6 +73,8 @@ def main() -> int:
             str(work / "root"),
             "--exec-root",
             str(exec_root),
+            "--bridge",
+            BRIDGE,
         ],
         stdout=log,
         stderr=log,
@@ -71,11 +104,14 @@ def main() -> int:
             time.sleep(0.05)
         moor("bootstrap", "busybox")
         moor("run", "--rm", "busybox", "echo", "hello from my first container")
+        port = _host_port()
         moor(
             "run",
             "-d",
             "--name",
             "web",
+            "-p",
+            f"{port}:3000",
             "--health-cmd",
             ASK,
             "--health-interval",
@@ -86,6 +122,9 @@ def main() -> int:
             SERVER,
         )
         moor("exec", "web", "sh", "-c", ASK)
+        print(f"$ curl http://127.0.0.1:{port}/", flush=True)
+        print(_fetch(port), end="", flush=True)
+        moor("port", "web")
         for _ in range(50):
             if "(healthy)" in moor("ps", "--format", "{{.Status}}", show=False):
                 break
@@ -106,6 +145,10 @@ def main() -> int:
             daemon.kill()
             daemon.wait()
         log.close()
+        subprocess.run(["ip", "link", "del", BRIDGE], check=False, capture_output=True)
+        subprocess.run(
+            ["nft", "delete", "table", "ip", f"moorage_{BRIDGE}"], check=False, capture_output=True
+        )
         subprocess.run(["umount", "-R", "-l", str(work / "root")], check=False, capture_output=True)
         shutil.rmtree(exec_root, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)

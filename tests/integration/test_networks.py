@@ -490,3 +490,65 @@ def test_after_kill_9_the_daemon_keeps_addresses_and_rules(tmp_path: Path) -> No
             ["nft", "list", "table", "ip", f"moorage_{d.bridge}"], capture_output=True, text=True
         ).stdout
         assert str(port) not in rules
+
+
+_UDP_ECHO = (
+    "import socket\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.bind(('0.0.0.0', 5000))\n"
+    "print('ready', flush=True)\n"
+    "while True:\n"
+    "    data, peer = s.recvfrom(2048)\n"
+    "    s.sendto(b'echo:' + data, peer)\n"
+)
+
+
+def test_a_published_udp_port_reaches_the_container(
+    daemon: Daemon, cleanup: Callable[[str, str], None]
+) -> None:
+    name = f"udp-{uuid.uuid4().hex[:6]}"
+    cleanup("container", name)
+    daemon.moor("run", "-d", "--name", name, "-p", "127.0.0.1::5000/udp", "busybox", "sleep", "300")
+    info = _inspect(daemon, name)
+    port = int(info["NetworkSettings"]["Ports"]["5000/udp"][0]["HostPort"])
+    # busybox has no UDP server: run one in the container's network namespace.
+    netns = f"--net=/proc/{info['State']['Pid']}/ns/net"
+    server = subprocess.Popen(
+        ["nsenter", netns, sys.executable, "-c", _UDP_ECHO], stdout=subprocess.PIPE
+    )
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline() == b"ready\n"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(2)
+            client.sendto(b"ping", ("127.0.0.1", port))
+            assert client.recv(2048) == b"echo:ping"
+    finally:
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+def test_port_ranges_are_published_port_by_port(
+    daemon: Daemon, cleanup: Callable[[str, str], None]
+) -> None:
+    first = _free_port()
+    while first + 1 > 65535 or not _is_free(first + 1):
+        first = _free_port()
+    name = f"range-{uuid.uuid4().hex[:6]}"
+    cleanup("container", name)
+    daemon.moor(
+        "run", "-d", "--name", name, "-p", f"{first}-{first + 1}:80-81", "busybox", "sleep", "300"
+    )
+    lines = _out(daemon.moor("port", name)).splitlines()
+    assert lines == [f"80/tcp -> 0.0.0.0:{first}", f"81/tcp -> 0.0.0.0:{first + 1}"]
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
