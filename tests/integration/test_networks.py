@@ -552,3 +552,39 @@ def _is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def test_a_container_that_exits_while_the_daemon_is_down_leaves_nothing(tmp_path: Path) -> None:
+    with running_daemon(tmp_path / "moor", busybox=True) as d:
+        d.moor("network", "create", "crashnet")
+        port = _free_port()
+        d.moor(
+            "run",
+            "-d",
+            "--name",
+            "brief",
+            "--network",
+            "crashnet",
+            "-p",
+            f"{port}:80",
+            "busybox",
+            "sleep",
+            "300",
+        )
+        pid = _inspect(d, "brief")["State"]["Pid"]
+        d.kill()
+        subprocess.run(["kill", "-9", str(pid)], check=True)
+        d.start()
+        _await(lambda: not _inspect(d, "brief")["State"]["Running"], "the exit to be recorded")
+        members = json.loads(_out(d.moor("network", "inspect", "crashnet")))[0]["Containers"]
+        assert members == {}
+        rules = subprocess.run(
+            ["nft", "list", "table", "ip", f"moorage_{d.bridge}"], capture_output=True, text=True
+        ).stdout
+        assert f"dport {port}" not in rules
+        lookup = d.moor(
+            "run", "--rm", "--network", "crashnet", "busybox", "nslookup", "brief", check=False
+        )
+        assert lookup.returncode != 0
+        d.moor("rm", "brief")
+        d.moor("network", "rm", "crashnet")
