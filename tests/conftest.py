@@ -57,20 +57,13 @@ def _leave_the_host_clean() -> Iterator[None]:
 
 
 def _remove_test_networks() -> None:
-    """Default bridges of test daemons (``mt`` + 8 hex: tests/netclean.py) and their
+    """Default bridges this session's test daemons used (tests/netclean.py) and their
     nftables tables, should a daemon's own cleanup have been cut short."""
-    import json
-    import re
+    from netclean import HANDED_OUT
 
-    links = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True)
-    for link in json.loads(links.stdout or "[]"):
-        if re.fullmatch(r"mt[0-9a-f]{8}", link.get("ifname", "")):
-            subprocess.run(["ip", "link", "del", link["ifname"]], capture_output=True)
-    tables = subprocess.run(["nft", "-j", "list", "tables", "ip"], capture_output=True, text=True)
-    for item in json.loads(tables.stdout or "{}").get("nftables", []):
-        name = item.get("table", {}).get("name", "")
-        if re.fullmatch(r"moorage_mt[0-9a-f]{8}", name):
-            subprocess.run(["nft", "delete", "table", "ip", name], capture_output=True)
+    for bridge in sorted(HANDED_OUT):
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        subprocess.run(["nft", "delete", "table", "ip", f"moorage_{bridge}"], capture_output=True)
 
 
 @pytest.fixture(scope="session")

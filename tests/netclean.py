@@ -9,10 +9,16 @@ import subprocess
 import uuid
 from pathlib import Path
 
+# The bridges this process handed out: the only ones its session cleanup may remove
+# (another process's test or benchmark daemon may be running with its own).
+HANDED_OUT: set[str] = set()
+
 
 def new_test_bridge() -> str:
     """A default bridge of a test daemon's own (so it never shares the host's moor0)."""
-    return f"mt{uuid.uuid4().hex[:8]}"
+    name = f"mt{uuid.uuid4().hex[:8]}"
+    HANDED_OUT.add(name)
+    return name
 
 
 def remove_daemon_networks(root: Path, bridge: str) -> None:

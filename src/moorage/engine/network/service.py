@@ -242,9 +242,19 @@ class NetworkService:
         mode = _BUILTIN_MODES.get(spec.mode or "bridge")
         if mode in ("host", "none"):
             return Prepared(mode=mode)
+        from moorage.sys import netlink
+
         with self._lock:
             self.release(spec.id)  # a start that failed half-way may have left some
             networks = self._networks_of(spec)
+            vanished = [r for r in networks if not netlink.link_exists(r.bridge)]
+            for record in vanished:  # deleted behind our back: made again, not a failure
+                log.warning(
+                    "network %s: bridge %s was gone, made again", record.name, record.bridge
+                )
+                self._bring_up(record)
+            if vanished:
+                self._sync_firewall()
             bindings = parse_bindings(spec.port_bindings, spec.exposed, spec.publish_all)
             made: list[NetworkRecord] = []
             try:
