@@ -37,6 +37,7 @@ class Daemon:
     # What a subclass (bench/run.py) may change.
     log_level = "debug"
     new_session = False  # True: a Ctrl-C on the caller does not reach the daemon
+    extra_args: tuple[str, ...] = ()  # more `moor daemon` flags
 
     def start(self, timeout: float = 30.0) -> None:
         with open(self.log, "ab") as log:
@@ -58,6 +59,7 @@ class Daemon:
                     self.cgroup_parent,  # removed by cleanup()
                     "--bridge",
                     self.bridge,  # removed by cleanup()
+                    *self.extra_args,
                 ],
                 stdout=log,
                 stderr=log,

@@ -588,3 +588,44 @@ def test_a_container_that_exits_while_the_daemon_is_down_leaves_nothing(tmp_path
         assert lookup.returncode != 0
         d.moor("rm", "brief")
         d.moor("network", "rm", "crashnet")
+
+
+@pytest.fixture
+def upstream_dns() -> Iterator[str]:
+    """A resolver on a loopback address of this host that knows one name: what the
+    daemon's ``--dns`` names, standing in for the host's resolvers."""
+    import asyncio
+    import threading
+
+    from moorage.engine.network.dns import DnsServer, Records
+
+    records = Records()
+    records.add(["external.test"], ipaddress.IPv4Address("10.1.2.3"), "upstream")
+    server = DnsServer(records, forward=False)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    address = "127.0.0.77"
+    asyncio.run_coroutine_threadsafe(server.start(address, 53), loop).result(10)
+    try:
+        yield address
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_the_embedded_dns_forwards_other_names_upstream(tmp_path: Path, upstream_dns: str) -> None:
+    d = Daemon(tmp_path / "moor")
+    d.extra_args = ("--dns", upstream_dns)
+    d.base.mkdir()
+    try:
+        d.start()
+        d.moor("bootstrap", "busybox")
+        d.moor("network", "create", "fwd")
+        out = d.moor("run", "--rm", "--network", "fwd", "busybox", "nslookup", "external.test")
+        assert "10.1.2.3" in _out(out)
+        d.moor("network", "rm", "fwd")
+    finally:
+        d.cleanup()

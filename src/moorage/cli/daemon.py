@@ -31,6 +31,11 @@ from moorage.api.hosts import DEFAULT_EXEC_ROOT, DEFAULT_HOST, DEFAULT_ROOT
     help="the default bridge network's interface (its own per daemon on one host)",
 )
 @click.option("--bip", default=None, help="the default bridge's address and prefix (CIDR)")
+@click.option(
+    "--dns",
+    multiple=True,
+    help="DNS server for containers and the embedded DNS (default: the host's resolvers)",
+)
 def daemon(
     host: str,
     root: str,
@@ -39,6 +44,7 @@ def daemon(
     cgroup_parent: str,
     bridge: str,
     bip: str | None,
+    dns: tuple[str, ...],
 ) -> None:
     """Run the Moorage engine: the Docker Engine API on a unix socket."""
     import asyncio
@@ -57,5 +63,6 @@ def daemon(
         cgroup_parent=cgroup_parent,
         bridge=bridge,
         bip=bip,
+        dns=dns,
     )
     asyncio.run(serve(config))

@@ -19,6 +19,7 @@ class EngineConfig(NamedTuple):
     cgroup_parent: str = DEFAULT_CGROUP_PARENT  # containers get <parent>/<id>
     bridge: str = DEFAULT_BRIDGE  # the default bridge network's interface
     bip: str | None = None  # its gateway address and prefix; None: a free subnet
+    dns: tuple[str, ...] = ()  # DNS servers for containers; () = the host's
 
     @property
     def socket_path(self) -> str:

@@ -26,7 +26,9 @@ class Engine:
         self.images = ImageService(config.root)
         self.volumes = VolumeService(config.root)
         self.events = EventBus()
-        self.networks = NetworkService(config.root, bridge=config.bridge, bip=config.bip)
+        self.networks = NetworkService(
+            config.root, bridge=config.bridge, bip=config.bip, dns=config.dns
+        )
         self.networks.start()  # bridges up before any container (re)starts
         self.containers = ContainerService(
             config.root,

@@ -85,8 +85,12 @@ class NetworkService:
         *,
         bridge: str = DEFAULT_BRIDGE,
         bip: str | None = None,
+        dns: Iterable[str] = (),
     ) -> None:
         self.root = root
+        # The daemon's --dns: the embedded servers forward to these, and containers on
+        # the default bridge use them; else the host's resolv.conf servers.
+        self.dns = tuple(_address(a, "dns server").exploded for a in dns)
         self.bridge_name = bridge
         self.table = "moorage" if bridge == DEFAULT_BRIDGE else f"moorage_{bridge}"
         self._bip = bip
@@ -273,7 +277,10 @@ class NetworkService:
                 raise
             first = networks[0]
             gateway = first.addresses.gateway if first.addresses is not None else None
-            nameservers = (str(gateway),) if first.dns and gateway is not None else ()
+            if first.dns and gateway is not None:
+                nameservers: tuple[str, ...] = (str(gateway),)
+            else:
+                nameservers = self.dns
             return Prepared(
                 mode="bridge", address=first.endpoints[spec.id].ip, nameservers=nameservers
             )
@@ -537,7 +544,7 @@ class NetworkService:
         table = Records()
         server = DnsServer(
             table,
-            upstreams=[] if record.internal else host_nameservers(),
+            upstreams=[] if record.internal else (list(self.dns) or host_nameservers()),
             forward=not record.internal,
         )
         loop = self._dns_loop()
