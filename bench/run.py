@@ -7,9 +7,11 @@ data root and exec root, `docker -H unix://...`). Both get the same busybox imag
 (`moor bootstrap busybox`, then `moor save` | `docker load`; `docker import` of the
 same root filesystem when Moorage is skipped).
 
-1. `run --rm busybox true`, N runs, interleaved (ABBA): median and p90 wall time.
-2. P parallel `run -d busybox sleep 1000` (one CLI process each, all launched at once):
-   wall time until `ps -q` counts P running, then `rm -f` of them all; R rounds, medians.
+1. `run --rm --network none busybox true` (no network on either side: see NO_NETWORK),
+   N runs, interleaved (ABBA): median and p90 wall time.
+2. P parallel `run -d --network none busybox sleep 1000` (one CLI process each, all
+   launched at once): wall time until `ps -q` counts P running, then `rm -f` of them
+   all; R rounds, medians.
 3. Memory: the daemons' idle RSS (the `moor daemon` process tree; dockerd + containerd),
    and per running container (K `sleep` containers): the PSS of the per-container helper
    processes (Moorage's monitors, whose cmdline has `moorage.engine.monitor`; dockerd's
@@ -57,6 +59,10 @@ from daemon import Daemon  # noqa: E402
 from dockerd import DockerDaemon  # noqa: E402
 
 IMAGE = "busybox"
+# Both sides without a network: the private dockerd has no bridge (it must not touch
+# the host's iptables), so a veth on Moorage's side only would skew the comparison.
+# bench/net.py measures the networks themselves.
+NO_NETWORK = ("--network", "none")
 CLI_TIMEOUT = 120.0
 MONITOR_MARK = "moorage.engine.monitor"
 SHIM_NAME = "containerd-shim-runc-v2"
@@ -406,7 +412,7 @@ def abba(sides: list[Side], i: int) -> list[Side]:
 
 def preflight(side: Side) -> None:
     """One `run --rm` (a warm-up, not counted), with a clear message if it cannot."""
-    args = ("run", "--rm", IMAGE, "true")
+    args = ("run", "--rm", *NO_NETWORK, IMAGE, "true")
     result = side.cli(*args, check=False)
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip()[-1500:]
@@ -422,7 +428,7 @@ def bench_run_rm(sides: list[Side], runs: int) -> dict[str, dict[str, Any]]:
     for i in range(runs):
         for side in abba(sides, i):
             start = time.perf_counter()
-            side.cli("run", "--rm", IMAGE, "true")
+            side.cli("run", "--rm", *NO_NETWORK, IMAGE, "true")
             times[side.name].append(time.perf_counter() - start)
     return {
         name: {
@@ -464,7 +470,7 @@ def parallel_round(side: Side, count: int) -> tuple[float, float, float]:
     """(all CLIs returned, all running, rm -f of all) in seconds, for ``count`` starts."""
     if side.cli("ps", "-aq").stdout.split():
         side.remove_all()
-    argv = side.argv("run", "-d", IMAGE, "sleep", "1000")
+    argv = side.argv("run", "-d", *NO_NETWORK, IMAGE, "sleep", "1000")
     start = time.perf_counter()
     procs = [
         subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -537,7 +543,7 @@ def bench_memory(side: Side, count: int) -> dict[str, Any]:
     ids: list[str] = []
     try:
         for _ in range(count):
-            ids.append(side.cli("run", "-d", IMAGE, "sleep", "1000").stdout.strip())
+            ids.append(side.cli("run", "-d", *NO_NETWORK, IMAGE, "sleep", "1000").stdout.strip())
         wait_running(side, count, time.perf_counter())
         settle()
         containers = side.container_pids(ids)
