@@ -5,8 +5,9 @@ never touches a daemon the user runs), bootstraps a busybox image, runs a small
 web server in a container with its port published (``-p 3000:3000``, another
 free port when 3000 is taken), asks it from the host, and shows ``ps``, ``logs``,
 ``exec``, ``port`` and ``inspect`` the way the guide walks through them with docker.
-The daemon has a bridge of its own (``moordemo0``) and everything, that bridge and
-its nftables table included, is removed at the end, even on failure.
+The daemon has a bridge (``moordemo0``) and a cgroup parent of its own, and
+everything, those and its nftables table included, is removed at the end, even on
+failure.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ SERVER = (
 )
 ASK = 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc 127.0.0.1 3000'
 BRIDGE = "moordemo0"
+CGROUP_PARENT = "/moorage-demo"
 
 
 def _host_port() -> int:
@@ -75,6 +77,8 @@ def main() -> int:
             str(exec_root),
             "--bridge",
             BRIDGE,
+            "--cgroup-parent",
+            CGROUP_PARENT,
         ],
         stdout=log,
         stderr=log,
@@ -146,6 +150,9 @@ def main() -> int:
             daemon.wait()
         log.close()
         subprocess.run(["ip", "link", "del", BRIDGE], check=False, capture_output=True)
+        for hierarchy in [Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").iterdir()]:
+            with contextlib.suppress(OSError):  # only when empty, as it is by now
+                (hierarchy / CGROUP_PARENT.lstrip("/")).rmdir()
         subprocess.run(
             ["nft", "delete", "table", "ip", f"moorage_{BRIDGE}"], check=False, capture_output=True
         )
