@@ -354,11 +354,6 @@ def test_interactive_detached_and_auto_removed(moor: Moor) -> None:
     assert moor.fails("container", "inspect", name, code=1).count("No such container") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: HostConfig.ConsoleSize is not put in the spec, "
-    "so a -t terminal starts at 0x0 until the first resize",
-)
 def test_tty_with_a_pseudo_terminal(moor: Moor) -> None:
     name = moor.name("tty")
     code, output = _in_pty(

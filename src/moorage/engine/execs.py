@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moorage.engine.etcfiles import lookup_user
+from moorage.engine.specgen import console_size
 from moorage.errors import Conflict, InvalidArgument, NotFound
 
 KEEP_FINISHED = 1024  # finished instances kept for inspect, oldest dropped first
@@ -34,6 +35,7 @@ class ExecInstance:
     working_dir: str
     privileged: bool
     detach_keys: str = ""
+    console_size: tuple[int, int] | None = None  # (rows, columns) of a -t terminal
     running: bool = False
     started: bool = False
     exit_code: int | None = None
@@ -107,6 +109,7 @@ class ExecService:
             working_dir=str(working_dir),
             privileged=bool(body.get("Privileged")),
             detach_keys=str(body.get("DetachKeys") or ""),
+            console_size=console_size(body.get("ConsoleSize"), "ConsoleSize"),
         )
         with self._lock:
             self._execs[instance.id] = instance
@@ -148,6 +151,7 @@ class ExecService:
             working_dir=instance.working_dir,
             tty=instance.tty,
             privileged=instance.privileged,
+            console_size=instance.console_size,
         )
 
 
@@ -160,6 +164,7 @@ def process_spec(
     working_dir: str = "",
     tty: bool = False,
     privileged: bool = False,
+    console_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """A process to run in the container of ``directory``: its own process with
     ``cmd``, more environment, and another user, directory or terminal."""
@@ -192,4 +197,6 @@ def process_spec(
             "ambient": [],
         }
     process.pop("consoleSize", None)
+    if tty and console_size is not None:
+        process["consoleSize"] = {"height": console_size[0], "width": console_size[1]}
     return process

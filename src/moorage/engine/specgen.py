@@ -108,7 +108,6 @@ HANDLED_ELSEWHERE: frozenset[str] = frozenset(
         "HostConfig.DnsSearch",
         "HostConfig.ExtraHosts",
         "HostConfig.PublishAllPorts",
-        "HostConfig.ConsoleSize",  # the client resizes the pty once attached
     }
 )
 
@@ -181,6 +180,7 @@ class ContainerRequest(NamedTuple):
     # "host", "none" or "container:<name or id>"
     network_mode: str = "bridge"
     network_name: str = "bridge"  # the network a "bridge" container starts on
+    console_size: tuple[int, int] | None = None  # (rows, columns) of a -t terminal
     port_bindings: Mapping[str, Any] = _EMPTY  # raw Docker JSON, passed through
     warnings: tuple[str, ...] = ()
 
@@ -287,6 +287,20 @@ class _Fields:
                 yield self.at(key), value
 
 
+def console_size(value: Any, where: str) -> tuple[int, int] | None:
+    """Docker's ``ConsoleSize``: ``[rows, columns]``; None when absent or ``[0, 0]``."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    ):
+        raise _type_error(where, "an array of two non-negative integers")
+    rows, columns = value
+    return (rows, columns) if rows and columns else None
+
+
 def _int_kind(minimum: int | None) -> str:
     if minimum == 0:
         return "a non-negative integer"
@@ -356,6 +370,7 @@ def parse_create(body: dict[str, Any]) -> ContainerRequest:
         network_mode=_network_mode(host.string("NetworkMode")),
         network_name=_network_name(host.string("NetworkMode")),
         port_bindings=host.raw_map("PortBindings"),
+        console_size=console_size(host.get("ConsoleSize"), host.at("ConsoleSize")),
     )
     _check_resources(request)
     warnings = [
@@ -547,6 +562,9 @@ def generate_spec(
     warnings = list(request.warnings)
     spec = default_spec(terminal=request.tty)
     process = spec["process"]
+    if request.tty and request.console_size is not None:
+        # The terminal has the caller's size from the first instruction on.
+        process["consoleSize"] = dict(zip(("height", "width"), request.console_size, strict=True))
     linux = spec["linux"]
     effective_hostname = request.hostname or hostname
 

@@ -718,3 +718,22 @@ def test_request_is_a_record() -> None:
 
     assert isinstance(request, ContainerRequest)
     assert request.labels == {"a": "b"}
+
+
+def test_console_size_of_a_tty_is_in_the_spec_from_the_start() -> None:
+    request = parse_create(
+        {"Image": "busybox", "Tty": True, "HostConfig": {"ConsoleSize": [33, 97]}}
+    )
+    assert request.console_size == (33, 97)
+
+
+@pytest.mark.parametrize("size", [[0, 0], None])
+def test_console_size_zero_or_absent_is_none(size: list[int] | None) -> None:
+    body = {"Image": "busybox", "Tty": True, "HostConfig": {"ConsoleSize": size}}
+    assert parse_create(body).console_size is None
+
+
+@pytest.mark.parametrize("size", [[1], [1, 2, 3], ["1", 2], [-1, 2], {"h": 1}])
+def test_console_size_must_be_two_non_negative_integers(size: object) -> None:
+    with pytest.raises(InvalidArgument, match="HostConfig.ConsoleSize"):
+        parse_create({"Image": "busybox", "HostConfig": {"ConsoleSize": size}})

@@ -62,6 +62,10 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
     detach = bool(body.get("Detach"))
     engine = request.app[ENGINE]
     instance = engine.execs.claim(request.match_info["id"])
+    if body.get("ConsoleSize") is not None:  # the start's size wins over the create's
+        from moorage.engine.specgen import console_size
+
+        instance.console_size = console_size(body["ConsoleSize"], "ConsoleSize")
     c = engine.containers.get(instance.container_id)
     sock = engine.containers.monitor_socket(c)
     process = await asyncio.to_thread(engine.execs.process, instance)
