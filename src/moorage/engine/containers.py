@@ -485,7 +485,7 @@ class ContainerService:
                 attach("")
         c.state = State(  # Docker shows it as Exited (127), started or not
             status=EXITED,
-            exit_code=_exit_code_of_error(message),
+            exit_code=exit_code_of_start_error(message),
             error=_start_error(message),
             finished_at=now_rfc3339(),
         )
@@ -1200,7 +1200,9 @@ def _signal_number(sig: str | int) -> int:
         raise InvalidArgument(f"invalid signal: {sig}") from exc
 
 
-def _exit_code_of_error(message: str) -> int:
+def exit_code_of_start_error(message: str) -> int:
+    """Docker's exit status of a process that could not start: 126 not runnable, 127
+    not found (else 128)."""
     lowered = message.lower()
     if "permission denied" in lowered:
         return 126

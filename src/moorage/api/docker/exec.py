@@ -89,12 +89,14 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
                 ours.append(-1)
     try:
         handle = await in_daemon_thread(MonitorClient(sock).exec, process, instance.id, theirs)
-    except MoorageError:
-        instance.started = False
+    except MoorageError as exc:
         for fd in ours:
             if fd >= 0:
                 os.close(fd)
-        raise
+        if detach:
+            instance.started = False
+            raise
+        return await _report_failed_start(request, instance, exc)
     finally:
         for fd in theirs:
             os.close(fd)
@@ -116,6 +118,27 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
         else:
             await _relay_pipes(client, ours)
         await waiter
+    finally:
+        await client.close()
+    return client.response
+
+
+async def _report_failed_start(
+    request: web.Request, instance: Any, error: MoorageError
+) -> web.StreamResponse:
+    """dockerd's answer when an attached exec cannot start its command: the stream is
+    upgraded all the same and carries the error's text (on stdout), and the exec's exit
+    code is 127 (not found) or 126 (not runnable), which the client reads back."""
+    from moorage.engine.containers import exit_code_of_start_error
+
+    message = str(error)
+    instance.exit_code = exit_code_of_start_error(message)
+    instance.running = False
+    instance.done.set()
+    client = await hijack(request, multiplexed=not instance.tty)
+    try:
+        text = f"{message}\r\n".encode()
+        await client.send(text if instance.tty else frame(1, text))
     finally:
         await client.close()
     return client.response
