@@ -894,11 +894,6 @@ def test_ps_flags(moor: Moor) -> None:
     assert "(virtual " in sized[1], sized
 
 
-@pytest.mark.xfail(
-    strict=False,  # passes by chance about one run in 60
-    reason="known bug: the CLI cuts --until to microseconds, "
-    "so the line at exactly that time can be dropped",
-)
 def test_logs_follow_tail_timestamps_since_until(moor: Moor) -> None:
     name = moor.name("logs")
     script = "echo l1; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo l2; echo l3"

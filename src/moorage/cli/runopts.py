@@ -1059,17 +1059,28 @@ def timestamp_arg(value: str, now: float | None = None) -> str:
             return str(int(reference - parse_duration(value) / 1e9))
         except ValueError:
             pass
-    moment = _parse_time(value)
+    whole, nanos = _split_fraction(value)
+    moment = _parse_time(whole)
     if moment is not None:
-        ns = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-        seconds, micros = divmod(ns, 1_000_000)
-        return f"{seconds}.{micros * 1000:09d}"
+        # The fraction is kept to the nanosecond, as the log lines' timestamps have it:
+        # a --until cut to microseconds would drop the line at exactly that time.
+        seconds = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(seconds=1)
+        return f"{seconds}.{nanos:09d}"
     if "-" in value or not re.fullmatch(r"\d+(\.\d{1,9})?", value):
         raise InvalidArgument(f'failed to parse value as time or duration: "{value}"')
     return value
 
 
 _LOCAL_FORMATS = ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H")
+
+
+def _split_fraction(value: str) -> tuple[str, int]:
+    """``2013-01-02T13:23:37.123456789Z`` as (the time without its fraction, 123456789)."""
+    match = re.search(r"(T\d\d:\d\d:\d\d)\.(\d+)", value)
+    if match is None:
+        return value, 0
+    digits = match.group(2)[:9].ljust(9, "0")
+    return value[: match.end(1)] + value[match.end() :], int(digits)
 
 
 def _parse_time(value: str) -> datetime | None:

@@ -197,17 +197,25 @@ def _parse_rfc3339_ns(text: str, *, local_default: bool = False) -> int | None:
 
 
 def parse_time_filter(value: str, now: float) -> float:
-    """Turn a ``--since``/``--until`` value into Unix seconds, as the docker CLI does.
+    """:func:`parse_time_filter_ns` in seconds (a float: to the ~0.2 µs)."""
+    return parse_time_filter_ns(value, now) / _NS
+
+
+def parse_time_filter_ns(value: str, now: float) -> int:
+    """Turn a ``--since``/``--until`` value into Unix nanoseconds, as the docker CLI does.
 
     Accepted: a Go duration relative to ``now`` (``10m``, ``1h30m``, ``42s``; like
     Docker the result is truncated to whole seconds), an RFC 3339 timestamp with or
     without fraction and zone (no zone means local time; ``2024-01-02`` and
     ``2024-01-02T10`` work too), or Unix seconds (``1700000000.123``)::
 
-        >>> parse_time_filter("10m", now=1000.5)
-        400.0
-        >>> parse_time_filter("2023-11-14T22:13:20.5Z", now=0)
-        1700000000.5
+        >>> parse_time_filter_ns("10m", now=1000.5)
+        400000000000
+        >>> parse_time_filter_ns("2023-11-14T22:13:20.5Z", now=0)
+        1700000000500000000
+
+    Nanoseconds, not float seconds: two log lines written a few hundred nanoseconds
+    apart are one float apart at most, and ``--until`` of the first must not take both.
     """
     text = value.strip()
     if text != "0" and _DURATION_RE.match(text):
@@ -216,13 +224,13 @@ def parse_time_filter(value: str, now: float) -> float:
         )
         if text.startswith("-"):
             seconds = -seconds
-        return float(math.floor(now - seconds))
+        return math.floor(now - seconds) * _NS
     ns = _parse_rfc3339_ns(text, local_default=True)
     if ns is not None:
-        return ns / _NS
+        return ns
     if re.fullmatch(r"\d+(?:\.\d{1,9})?", text):
         sec, _, frac = text.partition(".")
-        return (int(sec) * _NS + int(frac.ljust(9, "0") or 0)) / _NS
+        return int(sec) * _NS + int(frac.ljust(9, "0") or 0)
     raise InvalidArgument(f'failed to parse value as time or duration: "{value}"')
 
 
@@ -275,6 +283,7 @@ class JsonFileWriter:
         self.max_file = max_file
         self._lock = threading.Lock()
         self._pending: dict[str, bytearray] = {s: bytearray() for s in _STREAMS}
+        self._last_ns = 0
         self._file = self._open()
         self._size = self._cut_torn_tail()
 
@@ -320,7 +329,7 @@ class JsonFileWriter:
                     cut = MAX_LINE
                 else:
                     break
-                self._append(_encode_line(stream, bytes(buf[:cut]), ns))
+                self._append(_encode_line(stream, bytes(buf[:cut]), self._stamp(ns)))
                 del buf[:cut]
 
     def flush_partial(self, when: float | None = None) -> None:
@@ -330,8 +339,15 @@ class JsonFileWriter:
             for stream in _STREAMS:
                 buf = self._pending[stream]
                 if buf:
-                    self._append(_encode_line(stream, bytes(buf), ns))
+                    self._append(_encode_line(stream, bytes(buf), self._stamp(ns)))
                     buf.clear()
+
+    def _stamp(self, ns: int) -> int:
+        """A time for the next line, after every earlier line's: lines that came in one
+        read would otherwise share one, and ``--until`` of the first would take them all
+        (dockerd stamps each line as it goes)."""
+        self._last_ns = max(ns, self._last_ns + 1)
+        return self._last_ns
 
     def sync(self) -> None:
         """fsync the current file (lines are not fsynced one by one)."""
@@ -558,8 +574,8 @@ def read_logs(
     *,
     follow: bool = False,
     tail: int | None = None,
-    since: float | None = None,
-    until: float | None = None,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
     timestamps: bool = False,
     stdout: bool = True,
     stderr: bool = True,
@@ -568,7 +584,7 @@ def read_logs(
     """Log lines of ``path`` and its rotated files, oldest first.
 
     ``tail`` keeps the last N lines (None: all, 0: none), counted from the end without
-    reading the rest. ``since``/``until`` are Unix seconds, both inclusive. With
+    reading the rest. ``since_ns``/``until_ns`` are Unix nanoseconds, both inclusive. With
     ``timestamps`` each ``data`` starts with ``time_text`` and a space, as the Docker
     API sends it. An unterminated or unparsable line (a torn write) is skipped.
 
@@ -591,17 +607,16 @@ def read_logs(
                     log.debug("skipping unparsable log line in %s", name)
                     continue
                 stream, data, ns = decoded
-                t = ns / _NS
-                if until is not None and t > until:
+                if until_ns is not None and ns > until_ns:
                     raise _PastUntil
-                if since is not None and t < since:
+                if since_ns is not None and ns < since_ns:
                     continue
                 if (stream == "stdout" and not stdout) or (stream == "stderr" and not stderr):
                     continue
                 text = _format_ns(ns)
                 if timestamps:
                     data = text.encode() + b" " + data
-                yield LogLine(stream, data, t, text)
+                yield LogLine(stream, data, ns / _NS, text)
 
         # Every file but the newest is complete: read them through.
         while len(cursors) > 1:

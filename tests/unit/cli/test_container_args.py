@@ -1051,3 +1051,9 @@ def test_path_stat_header() -> None:
     assert cp.stat_is_regular({"mode": 0o644})
     with pytest.raises(Exception, match="malformed"):
         cp.path_stat("!!!")
+
+
+def test_timestamps_keep_their_nanoseconds() -> None:
+    stamp = "2023-11-14T22:13:20.123456789Z"
+    assert runopts.timestamp_arg(stamp) == "1700000000.123456789"
+    assert runopts.timestamp_arg("2023-11-14T23:13:20.000000001+01:00") == "1700000000.000000001"

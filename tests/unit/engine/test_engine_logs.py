@@ -20,12 +20,17 @@ from moorage.engine.logs import (
     frame,
     parse_log_opts,
     parse_time_filter,
+    parse_time_filter_ns,
     read_logs,
     unframe,
 )
 from moorage.errors import InvalidArgument, NotSupported
 
 T0 = 1_700_000_000.0
+
+
+def ns(seconds: float) -> int:
+    return round(seconds * 1_000_000_000)
 
 
 def entries(path: Path) -> list[dict[str, Any]]:
@@ -50,7 +55,8 @@ def test_writer_splits_lines_and_keeps_newlines(log_path: Path) -> None:
 
     assert entries(log_path) == [
         {"log": "one\n", "stream": "stdout", "time": "2023-11-14T22:13:20.000000000Z"},
-        {"log": "two\n", "stream": "stdout", "time": "2023-11-14T22:13:20.000000000Z"},
+        # One nanosecond later: every line has a time of its own, in order.
+        {"log": "two\n", "stream": "stdout", "time": "2023-11-14T22:13:20.000000001Z"},
     ]
 
 
@@ -309,7 +315,7 @@ def test_tail_reads_little_of_a_large_file(log_path: Path, monkeypatch: pytest.M
 def test_since_is_inclusive_and_until_is_inclusive(log_path: Path) -> None:
     write_lines(log_path, [("stdout", f"{i}\n".encode(), T0 + i) for i in range(6)])
 
-    got = datas(read_logs(log_path, since=T0 + 1, until=T0 + 3))
+    got = datas(read_logs(log_path, since_ns=ns(T0 + 1), until_ns=ns(T0 + 3)))
 
     assert got == [b"1\n", b"2\n", b"3\n"]
 
@@ -317,7 +323,7 @@ def test_since_is_inclusive_and_until_is_inclusive(log_path: Path) -> None:
 def test_tail_applies_before_since(log_path: Path) -> None:
     write_lines(log_path, [("stdout", f"{i}\n".encode(), T0 + i) for i in range(6)])
 
-    assert datas(read_logs(log_path, tail=3, since=T0 + 4)) == [b"4\n", b"5\n"]
+    assert datas(read_logs(log_path, tail=3, since_ns=ns(T0 + 4))) == [b"4\n", b"5\n"]
 
 
 # -- follow ------------------------------------------------------------------------
@@ -439,7 +445,7 @@ def test_follow_waits_for_the_file_to_appear(
 
 def test_follow_ends_at_a_line_after_until(log_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     w = JsonFileWriter(log_path)
-    follower = Follower(log_path, monkeypatch, until=T0 + 1)
+    follower = Follower(log_path, monkeypatch, until_ns=ns(T0 + 1))
     w.write("stdout", b"in\n", when=T0)
     w.write("stdout", b"out\n", when=T0 + 2)
 
@@ -518,6 +524,16 @@ def test_parse_time_filter_matches_line_times(log_path: Path) -> None:
     write_lines(log_path, [("stdout", b"a\n", T0), ("stdout", b"b\n", T0 + 0.123456789)])
     (_, second) = read_logs(log_path)
 
-    since = parse_time_filter(second.time_text, now=NOW)
+    since = parse_time_filter_ns(second.time_text, now=NOW)
 
-    assert datas(read_logs(log_path, since=since)) == [b"b\n"]
+    assert datas(read_logs(log_path, since_ns=since)) == [b"b\n"]
+    assert datas(read_logs(log_path, until_ns=since - 1)) == [b"a\n"]
+
+
+def test_until_separates_lines_a_few_nanoseconds_apart(log_path: Path) -> None:
+    with log_path.open("ab") as f:  # 2 ns apart: one float of seconds apart at most
+        f.write(logs._encode_line("stdout", b"a\n", ns(T0) + 1))
+        f.write(logs._encode_line("stdout", b"b\n", ns(T0) + 3))
+    (first, _) = read_logs(log_path)
+    until = parse_time_filter_ns(first.time_text, now=NOW)
+    assert datas(read_logs(log_path, until_ns=until)) == [b"a\n"]

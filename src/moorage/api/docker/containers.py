@@ -15,7 +15,7 @@ from moorage.api.docker import params
 from moorage.api.docker.hijack import Hijacked, hijack
 from moorage.api.docker.server import ENGINE, Routes, json_response
 from moorage.api.docker.streams import in_daemon_thread
-from moorage.engine.logs import frame, parse_time_filter, read_logs
+from moorage.engine.logs import frame, parse_time_filter, parse_time_filter_ns, read_logs
 from moorage.errors import Conflict, InvalidArgument, MoorageError
 
 routes = Routes()
@@ -229,8 +229,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
     now = time.time()
     since = request.query.get("since")
     until = request.query.get("until")
-    since_t = parse_time_filter(since, now) if since and since != "0" else None
-    until_t = parse_time_filter(until, now) if until and until != "0" else None
+    since_ns = parse_time_filter_ns(since, now) if since and since != "0" else None
+    until_ns = parse_time_filter_ns(until, now) if until and until != "0" else None
     follow = params.flag(request, "follow")
     tty = bool(c.config.get("Tty"))
     path = service.log_path(c)
@@ -240,8 +240,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
             path,
             follow=follow,
             tail=tail,
-            since=since_t,
-            until=until_t,
+            since_ns=since_ns,
+            until_ns=until_ns,
             timestamps=params.flag(request, "timestamps"),
             stdout=stdout,
             stderr=stderr,
