@@ -1096,9 +1096,6 @@ def test_diff_shows_added_changed_and_deleted(moor: Moor) -> None:
     ), changes
 
 
-@pytest.mark.xfail(
-    strict=True, reason="known bug: /system/df reports SharedSize -1 and compressed LayersSize"
-)
 def test_system_df_and_prune(moor: Moor) -> None:
     running = moor.name("dfrun")
     _run_d(moor, running, "busybox", "sh", "-c", "echo x > /written; sleep 300")

@@ -130,10 +130,19 @@ class FakeUpstream:
                 writer.close()
 
         loop = asyncio.get_running_loop()
-        udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=(HOST, 0))
-        self._udp = udp
-        self.port = udp.get_extra_info("sockname")[1]
-        self._tcp = await asyncio.start_server(serve_tcp, HOST, self.port)
+        # The kernel picks a free UDP port; its TCP twin may be another socket's (an
+        # ephemeral port of a connection on loopback): then another pair.
+        for _ in range(20):
+            udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=(HOST, 0))
+            port = udp.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(serve_tcp, HOST, port)
+            except OSError:
+                udp.close()
+                continue
+            self._udp, self.port = udp, port
+            return
+        raise RuntimeError("no port free for both udp and tcp")
 
     async def close(self) -> None:
         if self._udp is not None:

@@ -9,6 +9,7 @@ half-way leaves only garbage that the collector removes, never a broken image.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import shutil
@@ -632,12 +633,26 @@ class ImageService:
     # --- disk usage ------------------------------------------------------------------
 
     def disk_usage(self) -> dict[str, Any]:
+        """``GET /system/df``'s images: their layers counted once, uncompressed (what
+        ``images`` shows as sizes), and each image's SharedSize, the layers it shares
+        with another image."""
+        layer_size: dict[str, int] = {}
+        layers_of: dict[str, set[str]] = {}
+        for image in self.images():
+            for layer in image.manifest.layers:
+                labels = self._labels(layer.digest)
+                layer_size[str(layer.digest)] = int(labels.get(UNCOMPRESSED_SIZE, layer.size))
+            layers_of.setdefault(image.id, set()).update(
+                str(x.digest) for x in image.manifest.layers
+            )
+        users = collections.Counter(d for digests in layers_of.values() for d in digests)
         summaries = self.list_images(all_images=True)
-        layers = sum(info.size for info in self.content.walk())
         for s in summaries:
             s["Containers"] = 0
+            mine = layers_of.get(s["Id"], set())
+            s["SharedSize"] = sum(layer_size[d] for d in mine if users[d] > 1)
         return {
-            "LayersSize": layers,
+            "LayersSize": sum(layer_size.values()),
             "Images": summaries,
             "Containers": [],
             "Volumes": [],
