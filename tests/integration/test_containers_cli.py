@@ -154,3 +154,10 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_the_containers_process_starts_with_no_signal_ignored_or_blocked(daemon: Daemon) -> None:
+    status = _out(daemon.moor("run", "--rm", "busybox", "cat", "/proc/self/status"))
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert fields["SigIgn"].strip() == "0000000000000000"
+    assert fields["SigBlk"].strip() == "0000000000000000"

@@ -613,11 +613,32 @@ def _find_executable(process: Config) -> str:
     raise NotFound(f'exec: "{name}": executable file not found in $PATH')
 
 
+def _default_signals() -> None:
+    """The container's process starts with every signal at its default, none blocked.
+
+    An ignored signal stays ignored across execve, and the interpreter ignores SIGPIPE
+    and SIGXFSZ (and a caller may have ignored others, like nohup's SIGHUP): inherited,
+    ``yes | head`` in a container would get EPIPE where it should die of SIGPIPE.
+    """
+    import signal  # imported already where stages are forked from a warm process
+
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            continue
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
 def _exec(
     process: Config, path: str, env: dict[str, str], seccomp_filter: _Seccomp | None
 ) -> NoReturn:
     if seccomp_filter is not None and process.get("noNewPrivileges"):
         seccomp_filter.load()
+    _default_signals()
     try:
         os.execve(path, list(process["args"]), env)
     except OSError as exc:
