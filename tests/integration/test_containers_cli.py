@@ -161,3 +161,18 @@ def test_the_containers_process_starts_with_no_signal_ignored_or_blocked(daemon:
     fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
     assert fields["SigIgn"].strip() == "0000000000000000"
     assert fields["SigBlk"].strip() == "0000000000000000"
+
+
+def test_a_name_taken_by_a_new_image_leaves_the_old_one_dangling(daemon: Daemon) -> None:
+    ids = []
+    try:
+        for word in ("one", "two"):
+            cid = _out(daemon.moor("run", "-d", "busybox", "sh", "-c", f"echo {word} > /f")).strip()
+            daemon.moor("wait", cid)
+            ids.append(_out(daemon.moor("commit", cid, "retagged:latest")).strip())
+            daemon.moor("rm", cid)
+        dangling = _out(daemon.moor("images", "-q", "--no-trunc", "--filter", "dangling=true"))
+        assert ids[0] in dangling.split()
+        assert _out(daemon.moor("images", "-q", "--no-trunc", "retagged")).split() == [ids[1]]
+    finally:
+        daemon.moor("rmi", "-f", *ids, check=False)

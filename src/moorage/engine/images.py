@@ -292,10 +292,25 @@ class ImageService:
             raise InvalidArgument(f"tag: refusing to create a tag with a digest: {repo}")
         record = image.records[0]
         now = datetime.now(UTC)
-        self.db.put_image(
+        self._name(
             ImageRecord(str(ref), record.media_type, record.digest, record.size, now, now, {})
         )
         return ref.familiar()
+
+    def _name(self, record: ImageRecord) -> None:
+        """Give ``record.name`` to ``record``'s image. The image that had the name keeps
+        living as an untagged (dangling) image when that was its last name, as Docker
+        leaves it after a tag, commit, load or pull onto an existing name."""
+        try:
+            previous = self.db.get_image(record.name)
+        except NotFound:
+            previous = None
+        self.db.put_image(record)
+        if previous is None or previous.digest == record.digest:
+            return
+        others = [r for r in self.db.list_images() if r.digest == previous.digest]
+        if not others:
+            self.db.put_image(previous._replace(name=previous.digest))
 
     def remove(
         self,
@@ -540,7 +555,7 @@ class ImageService:
             )
             self.unpack(self._resolve_unnamed(image))
             name = str(ref) if ref else image.manifest_digest
-            self.db.put_image(image.record(name))
+            self._name(image.record(name))
         return str(image.config_digest)
 
     def commit_layer(
@@ -595,7 +610,7 @@ class ImageService:
                 leases=self.leases,
             )
             self.unpack(self._resolve_unnamed(image))
-            self.db.put_image(image.record(str(ref) if ref else str(image.manifest_digest)))
+            self._name(image.record(str(ref) if ref else str(image.manifest_digest)))
         return str(image.config_digest)
 
     def _resolve_unnamed(self, image: formats.StoredImage) -> Resolved:
@@ -611,7 +626,7 @@ class ImageService:
             for stored, names in loaded:
                 self.unpack(self._resolve_unnamed(stored))
                 for name in names or [str(stored.manifest_digest)]:
-                    self.db.put_image(stored.record(name))
+                    self._name(stored.record(name))
                     yield _familiar(name) if not _dangling(name) else stored.config_digest
 
     def save(self, names: list[str], fmt: str = "docker") -> Iterator[bytes]:
