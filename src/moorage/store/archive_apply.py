@@ -69,7 +69,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import stat
 import tarfile
 from dataclasses import dataclass, field
@@ -402,8 +401,8 @@ class _Extractor:
         if stat.S_ISDIR(st.st_mode):
             if keep_dir:
                 return "dir"
-            # rmtree with dir_fd walks by descriptors and never follows a symlink.
-            shutil.rmtree(name, dir_fd=dirfd)
+            # By descriptors, never following a symlink, at any depth.
+            fsops.remove_tree(dirfd, name)
             return "other"
         os.unlink(name, dir_fd=dirfd)
         is_whiteout = stat.S_ISCHR(st.st_mode) and st.st_rdev == 0

@@ -14,6 +14,7 @@ functions, every call raises ``OSError`` with the errno.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -30,6 +31,7 @@ __all__ = [
     "lstatat",
     "lutimensat",
     "mknodat",
+    "remove_tree",
 ]
 
 AT_SYMLINK_NOFOLLOW: Final = 0x100
@@ -123,3 +125,68 @@ def fgetxattr(fd: int, key: str) -> bytes | None:
 def flistxattr(fd: int) -> list[str]:
     """flistxattr(2): the names the caller may see (trusted.* only with CAP_SYS_ADMIN)."""
     return os.listxattr(fd)
+
+
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_tree(dirfd: int | None, name: str) -> None:
+    """rm -rf of ``name`` (in ``dirfd``, or a path when None), by descriptors, never
+    following a symlink, and at any depth.
+
+    Why not ``shutil.rmtree``: on Python 3.11 it recurses, one Python frame and one
+    open descriptor per level, so a hostile image with a few thousand nested
+    directories makes it raise RecursionError (or run out of descriptors) and leaves
+    the tree behind. Here the walk is a loop that holds one descriptor at a time:
+    it goes down by ``openat(O_NOFOLLOW)`` and back up by ``..``, keeping only the
+    names still to visit. A missing ``name`` is not an error.
+    """
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dirfd)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        os.unlink(name, dir_fd=dirfd)  # not a directory (or a symlink to one)
+        return
+    # Per level below the top: (this directory's name in its parent, subdirectories
+    # still to remove in it).
+    levels: list[tuple[str, list[str]]] = [(name, _clear_files(fd))]
+    try:
+        while True:
+            _, pending = levels[-1]
+            if pending:
+                child = pending.pop()
+                try:
+                    child_fd = os.open(child, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                os.close(fd)
+                fd = child_fd
+                levels.append((child, _clear_files(fd)))
+                continue
+            done, _ = levels.pop()
+            if not levels:
+                break
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            os.rmdir(done, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(name, dir_fd=dirfd)
+
+
+def _clear_files(fd: int) -> list[str]:
+    """Unlink every entry of the directory ``fd`` but its subdirectories; their names."""
+    subdirs = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.name)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.name, dir_fd=fd)
+    return subdirs

@@ -23,20 +23,19 @@ import contextlib
 import fcntl
 import logging
 import os
-import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, cast
+from typing import cast
 
 from moorage.errors import Conflict, FailedPrecondition, InvalidArgument
 from moorage.store.snapshots.base import Kind, SnapshotInfo, Snapshotter, Usage
 from moorage.store.snapshots.metadata import MetaStore, Row
 from moorage.store.snapshots.mount import Mount
-from moorage.sys import procfs
+from moorage.sys import fsops, procfs
 
 __all__ = ["LocalSnapshotter", "check_key", "check_labels", "delete_tree", "disk_usage"]
 
@@ -93,18 +92,13 @@ def _mounts_under(path: str) -> list[str]:
     ]
 
 
-def _ignore_missing(func: Callable[..., Any], path: str, exc_info: Any) -> None:
-    if not isinstance(exc_info[1], FileNotFoundError):
-        raise exc_info[1]
-
-
 def delete_tree(path: str) -> None:
     """rm -rf ``path``, refusing when something is mounted in it: rmtree would
     otherwise delete the mounted filesystem's files too."""
     mounts = _mounts_under(path)
     if mounts:
         raise FailedPrecondition(f"{path}: still mounted at {', '.join(mounts[:4])}")
-    shutil.rmtree(path, onerror=_ignore_missing)
+    fsops.remove_tree(None, path)
 
 
 def _fsync_dir(path: str) -> None:
