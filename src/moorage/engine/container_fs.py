@@ -60,7 +60,6 @@ import base64
 import collections
 import contextlib
 import errno
-import functools
 import json
 import logging
 import os
@@ -86,9 +85,8 @@ from moorage.errors import (
 from moorage.store.archive_apply import (
     OVERLAY_OPAQUE_XATTR,
     PAX_XATTR_PREFIX,
-    WHITEOUT_PREFIX,
+    extract_files,
     keep_xattr,
-    split_entry_name,
 )
 from moorage.store.archive_diff import DiffStats, write_diff
 from moorage.store.snapshots.mount import Mount, mount_all, mounted, unmount
@@ -870,56 +868,6 @@ def export_tree(root: RootView) -> Iterator[bytes]:
 # --- tar in -------------------------------------------------------------------------------
 
 
-@functools.cache
-def _extractor_class() -> Any:
-    # The store's extractor, driven entry by entry with the checks an upload needs on
-    # top of a layer's. It is private to archive_apply, as this use is its only other.
-    from moorage.store import archive_apply
-
-    base: Any = archive_apply._Extractor
-
-    @dataclass
-    class CopyExtractor(base):  # type: ignore[misc]
-        no_overwrite_dir_non_dir: bool = False
-        owner: tuple[int, int] | None = None
-
-        def entry(self, tar: Any, member: tarfile.TarInfo) -> None:
-            parts = split_entry_name(member.name)
-            if any(p.startswith(WHITEOUT_PREFIX) for p in parts):
-                raise InvalidArgument(
-                    f"cannot copy {member.name}: names starting with {WHITEOUT_PREFIX} are reserved"
-                )
-            if parts and self.no_overwrite_dir_non_dir:
-                self._check_overwrite(parts, member)
-            if self.owner is not None:
-                member.uid, member.gid = self.owner
-            super().entry(tar, member)
-
-        def _check_overwrite(self, parts: list[str], member: tarfile.TarInfo) -> None:
-            try:
-                parent = libc.openat2(
-                    self.root_fd, "/".join(parts[:-1]) or ".", os.O_PATH | os.O_DIRECTORY, _IN_ROOT
-                )
-            except OSError:
-                return
-            try:
-                existing = fsops.lstatat(parent, parts[-1])
-            except OSError:
-                return
-            finally:
-                os.close(parent)
-            if stat.S_ISDIR(existing.st_mode) and not member.isdir():
-                raise InvalidArgument(
-                    f'cannot overwrite directory "{"/".join(parts)}" with non-directory'
-                )
-            if not stat.S_ISDIR(existing.st_mode) and member.isdir():
-                raise InvalidArgument(
-                    f'cannot overwrite non-directory "{"/".join(parts)}" with directory'
-                )
-
-    return CopyExtractor
-
-
 def extract_archive(
     root: RootView,
     path: str,
@@ -934,9 +882,8 @@ def extract_archive(
     ``path`` (symlinks followed inside the root). :class:`NotFound` if ``path`` does not
     exist, :class:`InvalidArgument` if it is not a directory, :class:`PermissionDenied`
     if it is on a read-only mount. ``user`` (the container's ``Config.User``) owns
-    everything when ``copy_uid_gid``; otherwise the archive's owners are kept."""
-    from moorage.store import archive_apply
-
+    everything when ``copy_uid_gid``; otherwise the archive's owners are kept (as
+    dockerd keeps them)."""
     abs_path = _abs(path)
     try:
         where = libc.openat2(root.fd, _rel(abs_path), os.O_PATH, _IN_ROOT)
@@ -966,23 +913,13 @@ def extract_archive(
 
             uid, gid, _ = lookup_user(f"/proc/self/fd/{root.fd}", user)
             owner = (uid, gid)
-        extractor = _extractor_class()(
+        extract_files(
+            stream,
             target,
-            "delete",
-            True,  # same_owner: the archive's owners, as dockerd keeps them
-            True,  # private: a container's root is no host user's business
-            no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
             owner=owner,
+            no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
+            private=True,  # a container's root is no host user's business
         )
-        try:
-            tar = archive_apply._TarReader.open(
-                fileobj=stream, mode="r|", bufsize=_CHUNK, encoding="utf-8"
-            )
-        except tarfile.ReadError as exc:
-            raise InvalidArgument(f"not a tar archive: {exc}") from exc
-        with tar:
-            extractor.run(tar)
-        extractor.finish()
     finally:
         os.close(target)
 

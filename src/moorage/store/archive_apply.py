@@ -72,7 +72,7 @@ import os
 import stat
 import tarfile
 from dataclasses import dataclass, field
-from typing import BinaryIO, Final, Literal
+from typing import IO, Any, BinaryIO, Final, Literal
 
 from moorage.errors import (
     FailedPrecondition,
@@ -91,6 +91,7 @@ __all__ = [
     "ApplyStats",
     "Whiteouts",
     "apply_layer",
+    "extract_files",
     "is_private",
     "keep_xattr",
     "split_entry_name",
@@ -754,3 +755,74 @@ def apply_layer(
         return ApplyStats(files=extractor.files, bytes=extractor.bytes)
     finally:
         os.close(root_fd)
+
+
+@dataclass
+class _FileExtractor(_Extractor):
+    """Plain files into a directory (``docker cp``, a build's COPY): no whiteouts, so
+    names that would be one are refused, with Docker's overwrite checks on demand and
+    one owner for everything when asked."""
+
+    no_overwrite_dir_non_dir: bool = False
+    owner: tuple[int, int] | None = None
+
+    def entry(self, tar: Any, member: tarfile.TarInfo) -> None:
+        parts = split_entry_name(member.name)
+        if any(p.startswith(WHITEOUT_PREFIX) for p in parts):
+            raise InvalidArgument(
+                f"cannot copy {member.name}: names starting with {WHITEOUT_PREFIX} are reserved"
+            )
+        if parts and self.no_overwrite_dir_non_dir:
+            self._check_overwrite(parts, member)
+        if self.owner is not None:
+            member.uid, member.gid = self.owner
+        super().entry(tar, member)
+
+    def _check_overwrite(self, parts: list[str], member: tarfile.TarInfo) -> None:
+        try:
+            parent = libc.openat2(
+                self.root_fd, "/".join(parts[:-1]) or ".", os.O_PATH | os.O_DIRECTORY, _IN_ROOT
+            )
+        except OSError:
+            return
+        try:
+            existing = fsops.lstatat(parent, parts[-1])
+        except OSError:
+            return
+        finally:
+            os.close(parent)
+        path = "/".join(parts)
+        if stat.S_ISDIR(existing.st_mode) and not member.isdir():
+            raise InvalidArgument(f'cannot overwrite directory "{path}" with non-directory')
+        if not stat.S_ISDIR(existing.st_mode) and member.isdir():
+            raise InvalidArgument(f'cannot overwrite non-directory "{path}" with directory')
+
+
+def extract_files(
+    tar_stream: BinaryIO | IO[bytes],
+    target_fd: int,
+    *,
+    owner: tuple[int, int] | None = None,
+    no_overwrite_dir_non_dir: bool = False,
+    private: bool = True,
+) -> ApplyStats:
+    """Extract the tar ``tar_stream`` into the open directory ``target_fd``, with the
+    rules of :func:`apply_layer` (nothing written outside it, symlinks resolved inside
+    it), but as files rather than a layer: whiteout names are refused. The archive's
+    owners are kept unless ``owner`` (uid, gid) is given for everything."""
+    extractor = _FileExtractor(
+        target_fd,
+        "delete",
+        True,
+        private,
+        no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
+        owner=owner,
+    )
+    try:
+        tar = _TarReader.open(fileobj=tar_stream, mode="r|", bufsize=_CHUNK, encoding="utf-8")
+    except tarfile.ReadError as exc:
+        raise InvalidArgument(f"not a tar archive: {exc}") from exc
+    with tar:
+        extractor.run(tar)
+    extractor.finish()
+    return ApplyStats(files=extractor.files, bytes=extractor.bytes)
