@@ -85,6 +85,15 @@ def test_run_passes_output_and_exit_code(rt: Runtime, bundle_factory: Callable[.
     assert rt.cmd("list", "-q").stdout == ""
 
 
+def test_the_process_starts_with_no_signal_ignored_or_blocked(
+    rt: Runtime, bundle_factory: Callable[..., Path]
+) -> None:
+    # The runtime's interpreter ignores SIGPIPE and SIGXFSZ; the container must not.
+    bundle = bundle_factory(["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"])
+    result = rt.cmd("run", "--bundle", str(bundle), "sigs")
+    assert result.stdout.split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16]
+
+
 def test_create_blocks_the_init_until_start(
     rt: Runtime, bundle_factory: Callable[..., Path], tmp_path: Path
 ) -> None:

@@ -620,17 +620,19 @@ def _default_signals() -> None:
     and SIGXFSZ (and a caller may have ignored others, like nohup's SIGHUP): inherited,
     ``yes | head`` in a container would get EPIPE where it should die of SIGPIPE.
     """
-    import signal  # imported already where stages are forked from a warm process
+    # _signal, the built-in core of the signal module: this runs after pivot_root,
+    # where no module file of the host can be imported any more.
+    import _signal  # type: ignore[import-not-found]
 
-    for sig in signal.valid_signals():
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
+    for sig in _signal.valid_signals():
+        if sig in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
         try:
-            if signal.getsignal(sig) == signal.SIG_IGN:
-                signal.signal(sig, signal.SIG_DFL)
+            if _signal.getsignal(sig) == _signal.SIG_IGN:
+                _signal.signal(sig, _signal.SIG_DFL)
         except (OSError, ValueError):
             continue
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, set())
 
 
 def _exec(
