@@ -88,10 +88,23 @@ def test_run_passes_output_and_exit_code(rt: Runtime, bundle_factory: Callable[.
 def test_the_process_starts_with_no_signal_ignored_or_blocked(
     rt: Runtime, bundle_factory: Callable[..., Path]
 ) -> None:
-    # The runtime's interpreter ignores SIGPIPE and SIGXFSZ; the container must not.
+    # The runtime's interpreter ignores SIGPIPE and SIGXFSZ, and this caller ignores
+    # SIGHUP and signal 32 (which glibc's own sigaction refuses to touch) and blocks
+    # SIGUSR1: the container's process must inherit none of it.
     bundle = bundle_factory(["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"])
-    result = rt.cmd("run", "--bundle", str(bundle), "sigs")
+    result = rt.cmd("run", "--bundle", str(bundle), "sigs", preexec_fn=_ignore_and_block)
     assert result.stdout.split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16]
+
+
+def _ignore_and_block() -> None:
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    ignore = (ctypes.c_uint64 * 4)(1, 0, 0, 0)  # the kernel's sigaction: handler SIG_IGN
+    for sig in (signal.SIGHUP, 32):
+        libc.syscall(13, sig, ctypes.byref(ignore), None, ctypes.c_size_t(8))  # rt_sigaction
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 
 
 def test_create_blocks_the_init_until_start(

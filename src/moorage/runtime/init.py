@@ -613,34 +613,15 @@ def _find_executable(process: Config) -> str:
     raise NotFound(f'exec: "{name}": executable file not found in $PATH')
 
 
-def _default_signals() -> None:
-    """The container's process starts with every signal at its default, none blocked.
-
-    An ignored signal stays ignored across execve, and the interpreter ignores SIGPIPE
-    and SIGXFSZ (and a caller may have ignored others, like nohup's SIGHUP): inherited,
-    ``yes | head`` in a container would get EPIPE where it should die of SIGPIPE.
-    """
-    # _signal, the built-in core of the signal module: this runs after pivot_root,
-    # where no module file of the host can be imported any more.
-    import _signal  # type: ignore[import-not-found]
-
-    for sig in _signal.valid_signals():
-        if sig in (_signal.SIGKILL, _signal.SIGSTOP):
-            continue
-        try:
-            if _signal.getsignal(sig) == _signal.SIG_IGN:
-                _signal.signal(sig, _signal.SIG_DFL)
-        except (OSError, ValueError):
-            continue
-    _signal.pthread_sigmask(_signal.SIG_SETMASK, set())
-
-
 def _exec(
     process: Config, path: str, env: dict[str, str], seccomp_filter: _Seccomp | None
 ) -> NoReturn:
     if seccomp_filter is not None and process.get("noNewPrivileges"):
         seccomp_filter.load()
-    _default_signals()
+    # Ignored signals survive an execve: the interpreter ignores SIGPIPE and SIGXFSZ,
+    # and a caller may have ignored others (nohup's SIGHUP), which the container's
+    # process must not inherit (``yes | head`` would get EPIPE instead of dying).
+    libc.reset_signals()
     try:
         os.execve(path, list(process["args"]), env)
     except OSError as exc:

@@ -31,6 +31,7 @@ __all__ = [
     "openat2",
     "pivot_root",
     "prctl",
+    "reset_signals",
     "setdomainname",
     "setns",
     "umount2",
@@ -104,6 +105,12 @@ RESOLVE_IN_ROOT: Final = 0x10
 _SYS_PIVOT_ROOT: Final = 155
 _SYS_SETNS: Final = 308
 _SYS_OPENAT2: Final = 437
+_SYS_RT_SIGACTION: Final = 13
+_SYS_RT_SIGPROCMASK: Final = 14
+_SIG_SETMASK: Final = 2
+_SIG_IGN: Final = 1
+_SIGKILL, _SIGSTOP = 9, 19
+_NSIG: Final = 64
 
 # find_library would run ldconfig in a subprocess; glibc is libc.so.6 on every target.
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -211,4 +218,39 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
         ),
         "openat2",
         path,
+    )
+
+
+class _KernelSigaction(ctypes.Structure):
+    """The kernel's struct sigaction (x86_64), not glibc's: all zero is SIG_DFL."""
+
+    _fields_ = (
+        ("handler", ctypes.c_void_p),
+        ("flags", ctypes.c_ulong),
+        ("restorer", ctypes.c_void_p),
+        ("mask", ctypes.c_uint64),
+    )
+
+
+def reset_signals() -> None:
+    """Every ignored signal back to its default, and none blocked, for an execve.
+
+    By the raw system calls, not glibc's sigaction or Python's signal module: both
+    refuse signals 32 and 33 (glibc keeps them for its threads), yet a parent may have
+    left them ignored, and ignored is what survives an execve.
+    """
+    old = _KernelSigaction()
+    default = _KernelSigaction()
+    size = ctypes.c_size_t(8)
+    for sig in range(1, _NSIG + 1):
+        if sig in (_SIGKILL, _SIGSTOP):
+            continue
+        if _libc.syscall(_SYS_RT_SIGACTION, sig, None, ctypes.byref(old), size) != 0:
+            continue
+        if old.handler == _SIG_IGN:
+            _libc.syscall(_SYS_RT_SIGACTION, sig, ctypes.byref(default), None, size)
+    empty = ctypes.c_uint64(0)
+    _check(
+        _libc.syscall(_SYS_RT_SIGPROCMASK, _SIG_SETMASK, ctypes.byref(empty), None, size),
+        "rt_sigprocmask",
     )
