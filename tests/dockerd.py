@@ -1,7 +1,8 @@
 """A private dockerd (Debian's docker.io) for interop tests and benchmarks.
 
-Its own socket, data root and exec root; no iptables rules and no bridge, so it
-changes nothing on the host's network.
+Its own socket, data root and exec root; by default no iptables rules and no bridge,
+so it changes nothing on the host's network. A caller that wants docker's networking
+(bench/net.py) passes other options, and then owns the cleanup of what dockerd adds.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+
+# dockerd's options besides its private paths, unless the caller names others.
+NO_NETWORK_OPTIONS = ("--iptables=false", "--ip6tables=false", "--bridge=none")
 
 
 def available() -> bool:
@@ -20,8 +25,10 @@ def available() -> bool:
 
 
 class DockerDaemon:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, options: Sequence[str] = NO_NETWORK_OPTIONS) -> None:
         self.base = base
+        # Read at each start(): a caller may change them between a stop and a start.
+        self.options = list(options)
         self.exec_root = Path(f"/run/moorage-dockerd-{uuid.uuid4().hex[:8]}")
         self.socket = self.base / "docker.sock"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -46,9 +53,7 @@ class DockerDaemon:
                     f"unix://{self.socket}",
                     "--pidfile",
                     str(self.base / "docker.pid"),
-                    "--iptables=false",
-                    "--ip6tables=false",
-                    "--bridge=none",
+                    *self.options,
                 ],
                 stdout=log,
                 stderr=log,
