@@ -40,6 +40,9 @@ class Engine:
             networks=self.networks,
         )
         self.execs = ExecService(self.containers)
+        from moorage.engine.builds import BuildService
+
+        self.builds = BuildService(config.root, self.images, self.containers, self.networks)
 
     def info(self) -> dict[str, Any]:
         images = self.images.list_images(all_images=True)
@@ -80,6 +83,7 @@ class Engine:
         return self.containers.using_volume(name)
 
     def close(self) -> None:
+        self.builds.close()
         self.containers.close()
         self.networks.close()
         self.volumes.close()

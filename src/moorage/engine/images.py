@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, NamedTuple
 
@@ -399,6 +399,12 @@ class ImageService:
     # --- unpacking -----------------------------------------------------------------
 
     def unpack(self, image: Resolved) -> str:
+        """Make sure every layer is a committed snapshot; return the top chain id."""
+        return self.unpack_layers(image.manifest.layers, image.config.rootfs.diff_ids, image.id)
+
+    def unpack_layers(
+        self, layers: Sequence[Descriptor], diff_ids: Sequence[Digest], what: str = "image"
+    ) -> str:
         """Make sure every layer is a committed snapshot; return the top chain id.
 
         On overlay, the missing layers are extracted in parallel into private
@@ -406,16 +412,12 @@ class ImageService:
         content) and then handed to their snapshots in chain order. Writing and
         hashing release the GIL, so this uses every core.
         """
-        diff_ids = list(image.config.rootfs.diff_ids)
-        if len(diff_ids) != len(image.manifest.layers):
-            raise InvalidArgument(
-                f"image {image.id}: {len(image.manifest.layers)} layers but "
-                f"{len(diff_ids)} diff_ids"
-            )
+        diff_ids = list(diff_ids)
+        if len(diff_ids) != len(layers):
+            raise InvalidArgument(f"{what}: {len(layers)} layers but {len(diff_ids)} diff_ids")
         plan: list[tuple[Descriptor, Digest, str, str | None]] = []
         parent: str | None = None
-        layers = zip(image.manifest.layers, diff_ids, chain_ids(diff_ids), strict=True)
-        for layer, diff_id, chain in layers:
+        for layer, diff_id, chain in zip(layers, diff_ids, chain_ids(diff_ids), strict=True):
             if not self._committed(str(chain)):
                 plan.append((layer, diff_id, str(chain), parent))
             parent = str(chain)
@@ -611,6 +613,31 @@ class ImageService:
             )
             self.unpack(self._resolve_unnamed(image))
             self._name(image.record(str(ref) if ref else str(image.manifest_digest)))
+        return str(image.config_digest)
+
+    def store_layer(self, tar: IO[bytes], lease: Any) -> formats.StoredLayer:
+        """A layer (an uncompressed tar) into the content store, held by ``lease``."""
+        return formats.store_layer(self.content, tar, lease=lease, leases=self.leases)
+
+    def store_built(
+        self,
+        config: ImageConfig,
+        layers: Sequence[formats.StoredLayer],
+        tags: Sequence[str],
+    ) -> str:
+        """A built image: its config and manifest stored, named ``tags`` (a dangling
+        image when none), its layers unpacked; returns its id."""
+        refs = [parse_reference(t) for t in tags]
+        with self.leases.lease(labels=ENGINE_LEASE) as lease:
+            for stored in layers:
+                self.leases.add_resource(lease, "content", str(stored.descriptor.digest))
+            image = formats.store_image(
+                self.content, config, layers, lease=lease, leases=self.leases
+            )
+            self.unpack(self._resolve_unnamed(image))
+            names = [str(r) for r in refs] or [str(image.manifest_digest)]
+            for name in names:
+                self._name(image.record(name))
         return str(image.config_digest)
 
     def _resolve_unnamed(self, image: formats.StoredImage) -> Resolved:

@@ -1,0 +1,256 @@
+"""COPY and ADD of local files: choosing the sources, hashing them for the cache, and
+putting them into a root filesystem.
+
+Sources come from a *source root*: the build context (as the daemon extracted it) or
+the root filesystem of another stage or image (``--from``). A source path is resolved
+inside that root (``..`` and symlinks in it cannot leave it); what is copied from it is
+copied as it is, symlinks as symlinks. Docker's rules:
+
+- a directory source copies its contents into the destination;
+- a file source lands at the destination itself, unless the destination ends in ``/``
+  or there are several sources: then it lands inside it, under its own name;
+- wildcards (``*``, ``?``, ``[...]``) in a source select every match; none is an error;
+- ``--chown`` sets every copied entry's owner, ``--chmod`` every copied entry's mode,
+  ``--exclude`` patterns (``.dockerignore`` syntax) leave entries out.
+
+The cache key of a copy is a digest of what would be copied: paths, types, modes,
+owners, link targets and file contents, never modification times.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from moorage.build.dockerignore import PatternMatcher
+from moorage.errors import InvalidArgument, NotFound
+from moorage.store.archive_apply import extract_files
+from moorage.sys import libc
+
+__all__ = ["CopyPlan", "copy_into", "plan_copy"]
+
+_IN_ROOT = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
+_GLOB = set("*?[")
+
+
+class _Excluder(Protocol):
+    def matches(self, path: str) -> bool: ...
+
+    def may_contain_included(self, path: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Entry:
+    source: str  # host path of the entry (inside the source root)
+    target: str  # path relative to the destination directory
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    dest_dir: str  # absolute path in the target root: where the entries go
+    entries: tuple[Entry, ...]
+    owner: tuple[int, int] | None
+    mode: int | None
+
+    def digest(self) -> str:
+        """What would be copied, for the cache key (no modification times)."""
+        h = hashlib.sha256(f"{self.dest_dir}\0{self.owner}\0{self.mode}\0".encode())
+        for entry in self.entries:
+            st = os.lstat(entry.source)
+            h.update(f"{entry.target}\0{st.st_mode:o}\0".encode())
+            if stat.S_ISLNK(st.st_mode):
+                h.update(os.readlink(entry.source).encode() + b"\0")
+            elif stat.S_ISREG(st.st_mode):
+                with open(entry.source, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+                h.update(b"\0")
+        return h.hexdigest()
+
+
+def _resolve(root: str, path: str) -> str:
+    """``path`` inside ``root``, symlinks and ``..`` kept inside it; the host path."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            found = libc.openat2(fd, path.lstrip("/") or ".", os.O_PATH, _IN_ROOT)
+        except FileNotFoundError:
+            raise NotFound(f"{path}: no such file or directory") from None
+        try:
+            real = os.readlink(f"/proc/self/fd/{found}")
+        finally:
+            os.close(found)
+    finally:
+        os.close(fd)
+    if real != root and not real.startswith(root.rstrip("/") + "/"):
+        raise InvalidArgument(f"{path}: outside the build context")
+    return real
+
+
+def _matches(root: str, pattern: str) -> list[str]:
+    """The paths (relative to ``root``) a source with wildcards selects, sorted."""
+    parts = [p for p in pattern.strip("/").split("/") if p not in ("", ".")]
+    found = [""]
+    for part in parts:
+        nxt = []
+        for base in found:
+            if not _GLOB & set(part):
+                nxt.append(os.path.join(base, part))
+                continue
+            try:
+                names = os.listdir(os.path.join(root, base) or root)
+            except OSError:
+                continue
+            nxt += [os.path.join(base, n) for n in sorted(names) if fnmatch.fnmatchcase(n, part)]
+        found = nxt
+    return found
+
+
+def _walk(top: str, prefix: str, excludes: _Excluder | None, rel_top: str) -> Iterator[Entry]:
+    yield Entry(top, prefix)
+    if not stat.S_ISDIR(os.lstat(top).st_mode):
+        return
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, top)
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in sorted(filenames + links):
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if excludes is not None and excludes.matches(os.path.join(rel_top, rel)):
+                continue
+            yield Entry(os.path.join(dirpath, name), os.path.normpath(os.path.join(prefix, rel)))
+        kept = []
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            rel = os.path.normpath(os.path.join(rel_dir, d))
+            if os.path.islink(full):
+                continue
+            path = os.path.join(rel_top, rel)
+            if (
+                excludes is not None
+                and excludes.matches(path)
+                and not excludes.may_contain_included(path)
+            ):
+                continue
+            kept.append(d)
+            yield Entry(full, os.path.normpath(os.path.join(prefix, rel)))
+        dirnames[:] = kept
+
+
+def plan_copy(
+    source_root: str,
+    sources: Sequence[str],
+    dest: str,
+    *,
+    workdir: str,
+    owner: tuple[int, int] | None = None,
+    mode: int | None = None,
+    excludes: Sequence[str] = (),
+    ignore: PatternMatcher | None = None,
+) -> CopyPlan:
+    """What a COPY of ``sources`` (in ``source_root``) to ``dest`` (in the image, relative
+    to ``workdir`` unless absolute) puts where. ``ignore`` is the context's
+    .dockerignore (files it excludes do not exist for the build)."""
+    source_root = os.path.realpath(source_root)
+    target = dest if dest.startswith("/") else os.path.join(workdir or "/", dest)
+    into_dir = dest.endswith("/") or len(sources) > 1 or dest in (".", "./")
+    selected: list[str] = []
+    for source in sources:
+        if _GLOB & set(source):
+            found = _matches(source_root, source)
+            found = [f for f in found if ignore is None or not ignore.matches(f)]
+            if not found:
+                raise NotFound(f"{source}: no source files were specified")
+            selected += found
+        else:
+            rel = os.path.normpath(source.lstrip("/")) if source.strip("/") else "."
+            if rel.startswith(".."):
+                raise InvalidArgument(f"{source}: outside the build context")
+            if ignore is not None and rel != "." and ignore.matches(rel):
+                raise NotFound(f"{source}: not found (excluded by .dockerignore)")
+            selected.append(rel)
+    into_dir = into_dir or len(selected) > 1
+    patterns = PatternMatcher(list(excludes)) if excludes else None
+    skip: _Excluder | None = ignore if patterns is None else _Either(ignore, patterns)
+    entries: list[Entry] = []
+    dest_dir = os.path.normpath(target)
+    for rel in selected:
+        host = _resolve(source_root, rel)
+        st = os.lstat(host)
+        if stat.S_ISDIR(st.st_mode):
+            for entry in _walk(host, ".", skip, rel):
+                if entry.target != ".":
+                    entries.append(entry)
+        elif into_dir:
+            entries.append(Entry(host, os.path.basename(rel) or os.path.basename(host)))
+        else:
+            dest_dir = os.path.dirname(os.path.normpath(target)) or "/"
+            entries.append(Entry(host, os.path.basename(os.path.normpath(target))))
+    return CopyPlan(dest_dir, tuple(entries), owner, mode)
+
+
+class _Either:
+    """Excluded by either matcher (.dockerignore or --exclude)."""
+
+    def __init__(self, a: PatternMatcher | None, b: PatternMatcher) -> None:
+        self.a, self.b = a, b
+
+    def matches(self, path: str) -> bool:
+        return (self.a is not None and self.a.matches(path)) or self.b.matches(path)
+
+    def may_contain_included(self, path: str) -> bool:
+        return (self.a is None or self.a.may_contain_included(path)) and (
+            self.b.may_contain_included(path)
+        )
+
+
+def _open_dir(root_fd: int, path: str) -> int:
+    """The directory ``path`` inside the root, made (0755, root's) where missing."""
+    fd = os.dup(root_fd)
+    for part in [p for p in path.split("/") if p]:
+        try:
+            nxt = libc.openat2(fd, part, os.O_RDONLY | os.O_DIRECTORY, _IN_ROOT)
+        except FileNotFoundError:
+            os.mkdir(part, 0o755, dir_fd=fd)
+            nxt = libc.openat2(fd, part, os.O_RDONLY | os.O_DIRECTORY, _IN_ROOT)
+        except NotADirectoryError:
+            os.close(fd)
+            raise InvalidArgument(f"cannot copy to {path}: {part} is not a directory") from None
+        os.close(fd)
+        fd = nxt
+    return fd
+
+
+def copy_into(plan: CopyPlan, rootfs: str) -> None:
+    """Put what ``plan`` selects into the root filesystem ``rootfs``."""
+    with tempfile.TemporaryFile() as spool:
+        with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for entry in plan.entries:
+                info = tar.gettarinfo(entry.source, arcname=entry.target)
+                if plan.owner is not None:
+                    info.uid, info.gid = plan.owner
+                    info.uname = info.gname = ""
+                if plan.mode is not None:
+                    info.mode = plan.mode
+                if info.isreg():
+                    with open(entry.source, "rb") as f:
+                        tar.addfile(info, f)
+                elif info.isdir() or info.issym() or info.islnk():
+                    tar.addfile(info)
+        spool.seek(0)
+        root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            dest_fd = _open_dir(root_fd, plan.dest_dir)
+            try:
+                extract_files(spool, dest_fd, private=True)
+            finally:
+                os.close(dest_fd)
+        finally:
+            os.close(root_fd)

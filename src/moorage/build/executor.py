@@ -1,0 +1,494 @@
+"""The build executor: a parsed Dockerfile, step by step, into image states.
+
+For every stage the target needs (``graph.stages_for``), in order: the base (an image,
+an earlier stage, or scratch), then each instruction, expanded with the stage's
+variables (ENV, then the ARGs in scope) at that point:
+
+- ENV, LABEL, CMD, ENTRYPOINT, EXPOSE, VOLUME, USER, STOPSIGNAL, HEALTHCHECK, SHELL,
+  MAINTAINER, ONBUILD and ARG change the config only (an empty history entry);
+- RUN runs in a root filesystem made from the current state (the backend's
+  workspace) and what it changes becomes a layer; so do COPY, ADD (local sources)
+  and WORKDIR (which makes its directory).
+
+Every step has a cache key: the parent state's key, the expanded instruction, and what
+else decides its outcome (the ARG values a RUN sees, the content a COPY copies). A
+hit costs no container. Times are reproducible: the history and the image are dated
+``SOURCE_DATE_EPOCH`` (a build arg), else the base image's date (scratch: the epoch),
+and file times in new layers are clamped to that instant, so the same Dockerfile and
+context give the same image digest.
+
+Messages go to ``emit`` in Docker's classic builder shapes (``{"stream": ...}``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from moorage.build import copy as copying
+from moorage.build.backend import Backend, Cache, RunProcess, Workspace
+from moorage.build.dockerfile import (
+    Add,
+    Arg,
+    Cmd,
+    Copy,
+    Entrypoint,
+    Env,
+    Expose,
+    Healthcheck,
+    Instruction,
+    Label,
+    Maintainer,
+    Onbuild,
+    Run,
+    Shell,
+    StopSignal,
+    User,
+    Volume,
+    Workdir,
+    expand,
+    parse_dockerfile,
+    resolve,
+    stage_arg_values,
+)
+from moorage.build.dockerfile.args import DEFAULT_PATH
+from moorage.build.dockerignore import PatternMatcher
+from moorage.build.state import ImageState, empty_state, state_key
+from moorage.errors import FailedPrecondition, InvalidArgument, MoorageError, NotSupported
+from moorage.oci.image import ContainerConfig, History
+
+__all__ = ["BuildError", "BuildOptions", "Executor"]
+
+Emit = Callable[[dict[str, Any]], None]
+DEFAULT_SHELL = ("/bin/sh", "-c")
+
+
+class BuildError(FailedPrecondition):
+    """A step failed (a RUN's non-zero exit, a missing source...); the message says which."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    dockerfile: str = "Dockerfile"
+    target: str | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    no_cache: bool = False
+    pull: bool = False
+    network: str = "default"
+    secrets: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class _Stage:
+    """A stage as it builds: its state and variables."""
+
+    state: ImageState
+    args: dict[str, str]  # ARG values in scope (not in the image config)
+    epoch: int
+    cmd_set: bool = False
+
+
+class Executor:
+    def __init__(
+        self,
+        backend: Backend,
+        cache: Cache,
+        context: str,
+        emit: Emit,
+        ignore: PatternMatcher | None = None,
+    ) -> None:
+        self.backend = backend
+        self.cache = cache
+        self.context = context
+        self.emit = emit
+        self.ignore = ignore
+
+    # --- the whole build ---------------------------------------------------------
+
+    def build(self, text: bytes | str, options: BuildOptions) -> ImageState:
+        df = parse_dockerfile(text, options.dockerfile)
+        graph = resolve(df, build_args=dict(options.build_args))
+        stages = graph.stages_for(options.target)
+        total = sum(1 + len(s.stage.instructions) for s in stages)
+        self._step = 0
+        self._total = total
+        self._escape = df.escape
+        done: dict[int, _Stage] = {}
+        for resolved in stages:
+            done[resolved.index] = self._stage(resolved, done, graph, options)
+        final = done[stages[-1].index]
+        if options.labels:
+            config = final.state.container_config
+            labels = {**dict(config.labels), **dict(options.labels)}
+            final.state = final.state.with_config(
+                config._replace(labels=labels), self._history(final, "LABEL", True)
+            )
+        return final.state
+
+    def _stage(
+        self, resolved: Any, done: dict[int, _Stage], graph: Any, options: BuildOptions
+    ) -> _Stage:
+        self._announce(resolved.stage.from_)
+        if resolved.base_stage is not None:
+            parent = done[resolved.base_stage]
+            stage = _Stage(parent.state, dict(parent.args), parent.epoch)
+        elif resolved.base == "scratch":
+            epoch = _epoch(options.build_args, None)
+            stage = _Stage(empty_state(self.backend.architecture, _rfc3339(epoch)), {}, epoch)
+        else:
+            try:
+                state = self.backend.base_image(resolved.base, pull=options.pull)
+            except MoorageError as exc:
+                raise resolved.stage.from_.source.error(str(exc)) from None
+            stage = _Stage(state, {}, _epoch(options.build_args, state.config.created))
+        self._done_step(stage.state)
+        for instruction in (*resolved.triggers, *resolved.stage.instructions):
+            self._announce(instruction)
+            self._instruction(stage, instruction, done, graph, options)
+            self._done_step(stage.state)
+        return stage
+
+    # --- messages ----------------------------------------------------------------
+
+    def _announce(self, instruction: Instruction) -> None:
+        self._step += 1
+        text = instruction.source.original.strip()
+        self.emit({"stream": f"Step {self._step}/{self._total} : {text}\n"})
+
+    def _done_step(self, state: ImageState) -> None:
+        self.emit({"stream": f" ---> {state_key(state)[:12]}\n"})
+
+    # --- instructions --------------------------------------------------------------
+
+    def _env(self, stage: _Stage) -> dict[str, str]:
+        """What expansion sees: the ARGs in scope, then ENV (ENV wins a shared name)."""
+        env = dict(stage.args)
+        for item in stage.state.container_config.env:
+            key, _, value = item.partition("=")
+            env[key] = value
+        return env
+
+    def _instruction(
+        self,
+        stage: _Stage,
+        instruction: Instruction,
+        done: dict[int, _Stage],
+        graph: Any,
+        options: BuildOptions,
+    ) -> None:
+        if isinstance(instruction, Arg):
+            env = self._env(stage)
+            values = stage_arg_values(
+                instruction,
+                env=env,
+                build_args=dict(options.build_args),
+                global_values=dict(graph.global_args.values),
+                escape=self._escape,
+            )
+            for value in values:
+                if value.value is not None:
+                    stage.args[value.name] = value.value
+            return
+        expanded = expand(instruction, self._env(stage), self._escape).instruction
+        config = stage.state.container_config
+        if isinstance(expanded, Run):
+            self._run(stage, expanded, options)
+        elif isinstance(expanded, Copy | Add):
+            self._copy(stage, expanded, done, graph)
+        elif isinstance(expanded, Workdir):
+            self._workdir(stage, expanded)
+        else:
+            new = self._config_change(stage, expanded, config)
+            stage.state = stage.state.with_config(
+                new, self._history(stage, _created_by(expanded), True)
+            )
+
+    def _config_change(
+        self, stage: _Stage, instruction: Instruction, config: ContainerConfig
+    ) -> ContainerConfig:
+        if isinstance(instruction, Env):
+            env = {e.partition("=")[0]: e for e in config.env}
+            for pair in instruction.pairs:
+                env[pair.key] = f"{pair.key}={pair.value}"
+            return config._replace(env=tuple(env.values()))
+        if isinstance(instruction, Label):
+            labels = dict(config.labels)
+            labels.update({p.key: p.value for p in instruction.pairs})
+            return config._replace(labels=labels)
+        if isinstance(instruction, Cmd):
+            stage.cmd_set = True
+            return config._replace(cmd=self._command(instruction.command, config))
+        if isinstance(instruction, Entrypoint):
+            entrypoint = self._command(instruction.command, config)
+            # A CMD inherited from the base goes with a new ENTRYPOINT (Docker's rule).
+            return config._replace(entrypoint=entrypoint, cmd=config.cmd if stage.cmd_set else None)
+        if isinstance(instruction, Expose):
+            ports = list(config.exposed_ports)
+            for port in instruction.ports:
+                key = port if "/" in port else f"{port}/tcp"
+                if key not in ports:
+                    ports.append(key)
+            return config._replace(exposed_ports=tuple(ports))
+        if isinstance(instruction, Volume):
+            volumes = list(config.volumes)
+            volumes += [p for p in instruction.paths if p not in volumes]
+            return config._replace(volumes=tuple(volumes))
+        if isinstance(instruction, User):
+            return config._replace(user=instruction.user)
+        if isinstance(instruction, StopSignal):
+            return config._replace(stop_signal=instruction.signal)
+        if isinstance(instruction, Healthcheck):
+            return config._replace(healthcheck=instruction.config)
+        if isinstance(instruction, Shell):
+            return config._replace(shell=tuple(instruction.shell))
+        if isinstance(instruction, Onbuild):
+            return config._replace(on_build=(*config.on_build, instruction.expression))
+        if isinstance(instruction, Maintainer):
+            stage.state = ImageState(
+                stage.state.layers, stage.state.config._replace(author=instruction.maintainer)
+            )
+            return config
+        raise NotSupported(f"{type(instruction).__name__}: not supported by this builder")
+
+    def _command(self, command: Any, config: ContainerConfig) -> tuple[str, ...]:
+        if command.shell_form:
+            return (*(config.shell or DEFAULT_SHELL), " ".join(command.args))
+        return tuple(command.args)
+
+    def _history(self, stage: _Stage, created_by: str, empty: bool) -> History:
+        return History(created=_rfc3339(stage.epoch), created_by=created_by, empty_layer=empty)
+
+    # --- steps with a root filesystem ---------------------------------------------
+
+    def _cached(self, key: str, options_no_cache: bool) -> ImageState | None:
+        if options_no_cache:
+            return None
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.emit({"stream": " ---> Using cache\n"})
+        return hit
+
+    def _key(self, stage: _Stage, *parts: str) -> str:
+        h = hashlib.sha256(state_key(stage.state).encode())
+        for part in parts:
+            h.update(b"\0" + part.encode())
+        return h.hexdigest()
+
+    def _run(self, stage: _Stage, run: Run, options: BuildOptions) -> None:
+        config = stage.state.container_config
+        invocation = run.invocation(tuple(config.shell or DEFAULT_SHELL))
+        files: dict[str, tuple[bytes, int]] = {}
+        if invocation.script is not None:
+            path = f"{invocation.script_dir}/{invocation.script.name}"
+            files[path] = (invocation.script.data.encode(), 0o755)
+        for mount in run.mounts:
+            kind = getattr(mount, "type", "")
+            if kind == "secret":
+                secret_id = getattr(mount, "id", None) or os.path.basename(mount.target or "")
+                data = options.secrets.get(secret_id)
+                if data is None:
+                    if getattr(mount, "required", False):
+                        raise run.source.error(f"secret {secret_id} not found")
+                    continue
+                target = getattr(mount, "target", None) or f"/run/secrets/{secret_id}"
+                files[target] = (data, int(getattr(mount, "mode", 0o400) or 0o400))
+            elif kind not in ("", "bind", "cache", "tmpfs"):
+                raise run.source.error(f"RUN --mount=type={kind} is not supported")
+        env = dict(stage.args)
+        for item in config.env:
+            key, _, value = item.partition("=")
+            env[key] = value
+        env.setdefault("PATH", DEFAULT_PATH)
+        created_by = f"RUN {' '.join(invocation.argv)}"
+        args_used = json.dumps(sorted(stage.args.items()))
+        secret_ids = json.dumps(sorted(files))  # which files, never their content
+        key = self._key(
+            stage,
+            "RUN",
+            json.dumps(invocation.argv),
+            args_used,
+            secret_ids,
+            invocation.script.data if invocation.script else "",
+        )
+        hit = self._cached(key, options.no_cache)
+        if hit is not None:
+            stage.state = hit
+            return
+        process = RunProcess(
+            argv=tuple(invocation.argv),
+            env=tuple(f"{k}={v}" for k, v in env.items()),
+            user=config.user or "",
+            cwd=config.working_dir or "/",
+            network=run.network if run.network != "default" else options.network,
+            files=files,
+        )
+        with self.backend.workspace(stage.state) as ws:
+            self._ensure_dir(ws, process.cwd)
+            code = self.backend.run(ws, process, lambda data: self.emit({"stream": _text(data)}))
+            if code != 0:
+                shown = (
+                    shlex.join(invocation.argv)
+                    if not run.command.shell_form
+                    else (" ".join(invocation.argv))
+                )
+                raise BuildError(f"The command '{shown}' returned a non-zero code: {code}")
+            layer = self.backend.layer_of(ws, stage.epoch)
+        stage.state = self._with(stage, layer, created_by)
+        self.cache.put(key, stage.state)
+
+    def _with(self, stage: _Stage, layer: Any, created_by: str) -> ImageState:
+        history = self._history(stage, created_by, layer is None)
+        if layer is None:
+            return stage.state.with_config(stage.state.container_config, history)
+        return stage.state.with_layer(layer, history)
+
+    def _workdir(self, stage: _Stage, workdir: Workdir) -> None:
+        config = stage.state.container_config
+        path = (
+            workdir.path
+            if workdir.path.startswith("/")
+            else os.path.join(config.working_dir or "/", workdir.path)
+        )
+        path = os.path.normpath(path)
+        stage.state = stage.state.with_config(
+            config._replace(working_dir=path), self._history(stage, f"WORKDIR {path}", True)
+        )
+        key = self._key(stage, "WORKDIR-mkdir", path)
+        hit = self.cache.get(key)
+        if hit is not None:
+            stage.state = hit
+            return
+        with self.backend.workspace(stage.state) as ws:
+            self._ensure_dir(ws, path)
+            layer = self.backend.layer_of(ws, stage.epoch)
+        if layer is not None:
+            # The directory is part of the WORKDIR step: replace its empty entry.
+            history = stage.state.config.history[:-1]
+            state = ImageState(stage.state.layers, stage.state.config._replace(history=history))
+            stage.state = state.with_layer(layer, self._history(stage, f"WORKDIR {path}", False))
+        self.cache.put(key, stage.state)
+
+    @staticmethod
+    def _ensure_dir(ws: Workspace, path: str) -> None:
+        from moorage.build.copy import _open_dir
+
+        fd = os.open(ws.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.close(_open_dir(fd, path))
+        finally:
+            os.close(fd)
+
+    def _copy(self, stage: _Stage, copy: Copy | Add, done: dict[int, _Stage], graph: Any) -> None:
+        if copy.contents:
+            raise copy.source.error("COPY/ADD of heredoc files is not supported yet")
+        remote = [s for s in copy.sources if "://" in s or s.startswith("git@")]
+        if remote:
+            raise copy.source.error(f"ADD of remote sources is not supported yet: {remote[0]}")
+        from_ = copy.from_ if isinstance(copy, Copy) else None
+        verb = "COPY" if isinstance(copy, Copy) else "ADD"
+        mode = int(copy.chmod, 8) if copy.chmod else None
+        if from_ is None:
+            self._copy_from(stage, copy, verb, self.context, self.ignore, mode, "context")
+            return
+        source_stage = _stage_named(graph, from_)
+        if source_stage is not None and source_stage in done:
+            with self.backend.workspace(done[source_stage].state) as other:
+                origin = state_key(done[source_stage].state)
+                self._copy_from(stage, copy, verb, other.path, None, mode, origin)
+            return
+        try:
+            image = self.backend.base_image(from_, pull=False)
+        except MoorageError as exc:
+            raise copy.source.error(str(exc)) from None
+        with self.backend.workspace(image) as other:
+            self._copy_from(stage, copy, verb, other.path, None, mode, state_key(image))
+
+    def _copy_from(
+        self,
+        stage: _Stage,
+        copy: Copy | Add,
+        verb: str,
+        root: str,
+        ignore: PatternMatcher | None,
+        mode: int | None,
+        origin: str,
+    ) -> None:
+        config = stage.state.container_config
+        owner = None
+        try:
+            plan = copying.plan_copy(
+                root,
+                copy.sources,
+                copy.dest,
+                workdir=config.working_dir or "/",
+                owner=None,
+                mode=mode,
+                excludes=copy.excludes,
+                ignore=ignore,
+            )
+        except MoorageError as exc:
+            raise copy.source.error(f"{verb} failed: {exc}") from None
+        key = self._key(stage, verb, copy.chown, origin, plan.digest())
+        hit = self.cache.get(key)
+        created_by = f"{verb} {' '.join(copy.sources)} {copy.dest}"
+        if hit is not None:
+            self.emit({"stream": " ---> Using cache\n"})
+            stage.state = hit
+            return
+        with self.backend.workspace(stage.state) as ws:
+            if copy.chown:
+                try:
+                    owner = self.backend.lookup_user(ws, copy.chown)
+                except MoorageError as exc:
+                    raise copy.source.error(f"{verb} --chown: {exc}") from None
+            copying.copy_into(
+                copying.CopyPlan(plan.dest_dir, plan.entries, owner, plan.mode), ws.path
+            )
+            layer = self.backend.layer_of(ws, stage.epoch)
+        stage.state = self._with(stage, layer, created_by)
+        self.cache.put(key, stage.state)
+
+
+def _stage_named(graph: Any, ref: str) -> int | None:
+    for resolved in graph.stages:
+        if resolved.name == ref.lower() or str(resolved.index) == ref:
+            return int(resolved.index)
+    return None
+
+
+def _created_by(instruction: Instruction) -> str:
+    return instruction.source.original.strip()
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _epoch(build_args: Mapping[str, str], base_created: str | None) -> int:
+    """SOURCE_DATE_EPOCH (a build arg), else the base image's date, else 0."""
+    value = build_args.get("SOURCE_DATE_EPOCH")
+    if value is not None:
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidArgument(f'invalid SOURCE_DATE_EPOCH "{value}"') from None
+    if base_created:
+        text = re.sub(r"\.\d+", "", base_created).replace("Z", "+00:00")
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return 0
+        return int(moment.replace(tzinfo=moment.tzinfo or UTC).timestamp())
+    return 0
+
+
+def _rfc3339(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,502 @@
+"""Builds (``POST /build``): the engine's side of the builder.
+
+The executor (``moorage.build.executor``) turns a Dockerfile into image states; this
+module gives it what it needs from the engine (:class:`_Backend`): base images from the
+image service, writable root filesystems (overlay snapshots of a state's layers, GC
+roots while in use), layers stored from their changes, and RUN steps run as real
+containers under a monitor forked from the engine's zygote, on the default bridge
+unless the step asks for ``none`` or ``host``. It keeps the build cache
+(:class:`BuildCache`: ``<root>/builder/cache.db``, which survives daemon restarts;
+every layer a cache entry names is a GC root until the entry is pruned).
+
+Layout::
+
+    <root>/builder/
+      cache.db                      step key -> the state it produced
+      work/<id>/                    a build's context and its steps' bundles (removed after)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import select
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from moorage.build.backend import RunProcess, Workspace
+from moorage.build.executor import BuildOptions, Executor
+from moorage.build.state import ImageState, Layer
+from moorage.errors import InvalidArgument, MoorageError, NotFound
+
+__all__ = ["BuildCache", "BuildRequest", "BuildService"]
+
+log = logging.getLogger(__name__)
+
+_CACHE_OWNER = "buildcache:"
+_IN_ROOT = 0x10 | 0x02  # RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS (moorage.sys.libc)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    dockerfile: str = "Dockerfile"
+    tags: tuple[str, ...] = ()
+    target: str | None = None
+    build_args: Mapping[str, str | None] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    no_cache: bool = False
+    pull: bool = False
+    platform: str | None = None
+    network_mode: str = "default"
+    quiet: bool = False
+    secrets: Mapping[str, bytes] = field(default_factory=dict)
+
+
+class BuildCache:
+    """Step key -> image state, in SQLite; each entry holds its layers as GC roots."""
+
+    def __init__(self, path: str, images: Any) -> None:
+        self.images = images
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, state TEXT NOT NULL, "
+            "created REAL NOT NULL, used REAL NOT NULL)"
+        )
+
+    def get(self, key: str) -> ImageState | None:
+        with self._lock:
+            row = self._db.execute("SELECT state FROM cache WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            self._db.execute("UPDATE cache SET used = ? WHERE key = ?", (time.time(), key))
+        state = ImageState.from_dict(json.loads(row[0]))
+        if not all(self.images.content.exists(layer.descriptor.digest) for layer in state.layers):
+            return None  # its blobs went (a prune of the store): not a hit
+        return state
+
+    def put(self, key: str, state: ImageState) -> None:
+        for layer in state.layers:
+            self.images.db.add_root("content", str(layer.descriptor.digest), _CACHE_OWNER + key)
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO cache (key, state, created, used) VALUES (?, ?, ?, ?)",
+                (key, json.dumps(state.to_dict()), now, now),
+            )
+
+    def prune(self, until: float | None = None) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT key, state, used FROM cache").fetchall()
+        removed = []
+        for key, raw, used in rows:
+            if until is not None and used >= until:
+                continue
+            for layer in ImageState.from_dict(json.loads(raw)).layers:
+                self.images.db.remove_root(
+                    "content", str(layer.descriptor.digest), _CACHE_OWNER + key
+                )
+            with self._lock:
+                self._db.execute("DELETE FROM cache WHERE key = ?", (key,))
+            removed.append(key)
+        return removed
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@dataclass
+class _Workspace:
+    path: str
+    key: str
+
+
+class _Backend:
+    """The executor's view of the engine (see ``moorage.build.backend.Backend``)."""
+
+    def __init__(self, service: BuildService, workdir: str, lease: Any) -> None:
+        self.service = service
+        self.images = service.images
+        self.workdir = workdir
+        self.lease = lease
+
+    @property
+    def architecture(self) -> str:
+        from moorage.oci.platform import host_platform
+
+        return host_platform().architecture
+
+    def base_image(self, ref: str, *, pull: bool) -> ImageState:
+        if pull:
+            from moorage.errors import NotSupported
+
+            raise NotSupported("--pull: pulling from registries is not available yet")
+        try:
+            image = self.images.resolve(ref)
+        except NotFound:
+            raise NotFound(
+                f"pull access denied for {ref}, repository does not exist or may require "
+                f"'docker login': no such image in the local store (pulling arrives with "
+                f"the registry client)"
+            ) from None
+        layers = tuple(
+            Layer(d, diff_id)
+            for d, diff_id in zip(image.manifest.layers, image.config.rootfs.diff_ids, strict=True)
+        )
+        return ImageState(layers, image.config)
+
+    @contextlib.contextmanager
+    def workspace(self, state: ImageState) -> Iterator[Workspace]:
+        from moorage.store.snapshots.mount import mount_all, unmount
+
+        parent = self.images.unpack_layers(
+            [layer.descriptor for layer in state.layers],
+            [layer.diff_id for layer in state.layers],
+        )
+        key = f"build-{secrets.token_hex(16)}"
+        owner = "build:" + key
+        self.images.db.add_root("snapshot", key, owner)
+        snapshots = self.images.snapshots
+        path = tempfile.mkdtemp(prefix="rootfs-", dir=self.workdir)
+        try:
+            snapshots.prepare(key, parent or None)
+            mount_all(snapshots.mounts(key), path)
+            try:
+                yield _Workspace(path, key)
+            finally:
+                unmount(path)
+        finally:
+            with contextlib.suppress(MoorageError):
+                snapshots.remove(key)
+            self.images.db.remove_root("snapshot", key, owner)
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+
+    def layer_of(self, workspace: Workspace, source_date_epoch: int) -> Layer | None:
+        from moorage.store.archive_diff import write_diff
+
+        assert isinstance(workspace, _Workspace)
+        snapshots = self.images.snapshots
+        staging = os.path.join(self.images.root, "staging")
+        os.makedirs(staging, mode=0o700, exist_ok=True)
+        with tempfile.TemporaryFile(dir=staging) as spool:
+            if snapshots.whiteout_mode == "overlay":
+                stats = write_diff(
+                    spool,
+                    snapshots.writable_dir(workspace.key),
+                    source_date_epoch=source_date_epoch,
+                )
+            else:
+                stats = self._copy_diff(workspace, spool, source_date_epoch)
+            if stats.files == 0 and stats.whiteouts == 0:
+                return None
+            spool.seek(0)
+            stored = self.images.store_layer(spool, self.lease)
+        return Layer(stored.descriptor, stored.diff_id)
+
+    def _copy_diff(self, workspace: _Workspace, out: IO[bytes], epoch: int) -> Any:
+        from moorage.store.archive_diff import write_diff
+        from moorage.store.snapshots.mount import mounted
+
+        snapshots = self.images.snapshots
+        upper = snapshots.writable_dir(workspace.key)
+        parents = snapshots.parent_mounts(workspace.key)
+        if parents:
+            with mounted(parents) as lower:
+                return write_diff(out, upper, lower=lower, source_date_epoch=epoch)  # type: ignore[arg-type]
+        empty = tempfile.mkdtemp(dir=self.workdir)
+        try:
+            return write_diff(out, upper, lower=empty, source_date_epoch=epoch)  # type: ignore[arg-type]
+        finally:
+            os.rmdir(empty)
+
+    def lookup_user(self, workspace: Workspace, user: str) -> tuple[int, int]:
+        from moorage.engine.etcfiles import lookup_user
+
+        uid, gid, _ = lookup_user(workspace.path, user)
+        return uid, gid
+
+    def run(
+        self, workspace: Workspace, process: RunProcess, output: Callable[[bytes], None]
+    ) -> int:
+        return self.service.run_step(workspace.path, process, output, self.workdir)
+
+
+class BuildService:
+    def __init__(self, root: str, images: Any, containers: Any, networks: Any) -> None:
+        self.root = os.path.join(root, "builder")
+        os.makedirs(os.path.join(self.root, "work"), mode=0o700, exist_ok=True)
+        for leftover in os.listdir(os.path.join(self.root, "work")):  # a crash's
+            shutil.rmtree(os.path.join(self.root, "work", leftover), ignore_errors=True)
+        self.images = images
+        self.containers = containers
+        self.networks = networks
+        self.cache = BuildCache(os.path.join(self.root, "cache.db"), images)
+
+    def close(self) -> None:
+        self.cache.close()
+
+    # --- a build -----------------------------------------------------------------------
+
+    def build(
+        self, context: BinaryIO, request: BuildRequest, emit: Callable[[dict[str, Any]], None]
+    ) -> str:
+        from moorage.build.dockerignore import load_matcher
+
+        if request.platform and request.platform.split("/")[0] != "linux":
+            raise InvalidArgument(f'platform "{request.platform}": only linux is supported')
+        work = tempfile.mkdtemp(prefix="build-", dir=os.path.join(self.root, "work"))
+        try:
+            context_dir = os.path.join(work, "context")
+            os.mkdir(context_dir, 0o700)
+            self._extract_context(context, context_dir)
+            dockerfile = os.path.normpath(request.dockerfile or "Dockerfile")
+            if dockerfile.startswith("..") or os.path.isabs(dockerfile):
+                raise InvalidArgument(f"dockerfile {request.dockerfile}: outside the context")
+            try:
+                with open(os.path.join(context_dir, dockerfile), "rb") as f:
+                    text = f.read()
+            except FileNotFoundError:
+                raise InvalidArgument(
+                    f"Cannot locate specified Dockerfile: {request.dockerfile}"
+                ) from None
+            ignore = load_matcher(Path(context_dir), Path(context_dir, dockerfile))
+            options = BuildOptions(
+                dockerfile=os.path.basename(dockerfile),
+                target=request.target,
+                build_args={k: v for k, v in request.build_args.items() if v is not None},
+                labels=dict(request.labels),
+                no_cache=request.no_cache,
+                pull=request.pull,
+                network=request.network_mode or "default",
+                secrets=dict(request.secrets),
+            )
+            with self.images.leases.lease(labels={"moorage.build": "1"}) as lease:
+                backend = _Backend(self, work, lease)
+                state = Executor(backend, self.cache, context_dir, emit, ignore).build(
+                    text, options
+                )
+                stored = [self._stored(layer) for layer in state.layers]
+                image_id = self.images.store_built(state.config, stored, request.tags)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        emit({"aux": {"ID": image_id}})
+        emit({"stream": f"Successfully built {image_id.removeprefix('sha256:')[:12]}\n"})
+        for tag in request.tags:
+            emit({"stream": f"Successfully tagged {tag}\n"})
+        return str(image_id)
+
+    def _stored(self, layer: Layer) -> Any:
+        from moorage.engine import formats
+
+        labels = self.images.content.info(layer.descriptor.digest).labels
+        size = int(labels.get("moorage.uncompressed.size", layer.descriptor.size))
+        return formats.StoredLayer(layer.descriptor, layer.diff_id, size)
+
+    def _extract_context(self, context: BinaryIO, target: str) -> None:
+        from moorage.store.archive_apply import extract_files
+        from moorage.store.compression import LayerStream
+
+        stream = LayerStream(context)
+        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            extract_files(stream.uncompressed(), fd, owner=(0, 0), private=True)
+        finally:
+            os.close(fd)
+
+    def prune(
+        self, *, all: bool = False, filters: Mapping[str, list[str]] | None = None
+    ) -> dict[str, Any]:
+        from moorage.engine.logs import parse_time_filter
+
+        until = None
+        for value in (filters or {}).get("until", []):
+            until = parse_time_filter(value, time.time())
+        removed = self.cache.prune(until=until)
+        freed = self.images.collect_garbage()
+        return {"CachesDeleted": removed or None, "SpaceReclaimed": freed}
+
+    # --- a RUN step ------------------------------------------------------------------------
+
+    def run_step(
+        self, rootfs: str, process: RunProcess, output: Callable[[bytes], None], work: str
+    ) -> int:
+        """Run ``process`` in ``rootfs`` as a container under a monitor; its exit code."""
+        from moorage.engine import monitor_client
+        from moorage.engine.logs import read_logs
+        from moorage.engine.monitor import read_state
+
+        step_id = secrets.token_hex(32)
+        directory = tempfile.mkdtemp(prefix="step-", dir=work)
+        bundle = os.path.join(directory, "bundle")
+        os.mkdir(bundle)
+        created = self._place_files(rootfs, process, directory)
+        spec = self._spec(rootfs, process, step_id, directory)
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(spec, f)
+        sock = os.path.join(self.containers.socket_dir, f"b{step_id[:31]}.sock")
+        task = {
+            "id": step_id,
+            "bundle": bundle,
+            "runtime_root": self.containers.runtime_root,
+            "log_path": os.path.join(directory, "log.json"),
+            "log_opts": {},
+            "socket": sock,
+            "tty": False,
+            "open_stdin": False,
+            "stdin_once": False,
+            "rootfs_mount": None,
+        }
+        network = process.network if process.network in ("host", "none") else "default"
+        try:
+            if network == "default":
+                from moorage.engine.network.service import ContainerNetworking
+
+                self.networks.prepare(ContainerNetworking(id=step_id, name="", mode="bridge"))
+            monitor_pid = monitor_client.launch(
+                directory, task, zygote=self.containers._monitor_zygote
+            )
+            try:
+                if network == "default":
+                    pid = int((read_state(directory) or {}).get("pid") or 0)
+                    self.networks.wire(step_id, f"/proc/{pid}/ns/net")
+                monitor_client.MonitorClient(sock).start()
+                pidfd = os.pidfd_open(monitor_pid)
+                try:
+                    exited = lambda: bool(select.select([pidfd], [], [], 0)[0])  # noqa: E731
+                    for line in read_logs(task["log_path"], follow=True, stop=exited):
+                        output(line.data)
+                    select.select([pidfd], [], [])
+                finally:
+                    os.close(pidfd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.kill(monitor_pid, 9)
+                raise
+            state = read_state(directory) or {}
+            return int(state.get("exit_code", 255))
+        finally:
+            if network == "default":
+                self.networks.release(step_id)
+            self._remove_files(rootfs, created)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sock)
+
+    def _spec(
+        self, rootfs: str, process: RunProcess, step_id: str, directory: str
+    ) -> dict[str, Any]:
+        from moorage.engine.etcfiles import hosts_file, lookup_user, resolv_conf
+        from moorage.oci.default_spec import default_spec
+
+        spec = default_spec(args=list(process.argv), terminal=False)
+        spec["root"] = {"path": rootfs, "readonly": False}
+        spec["hostname"] = "moorage-build"
+        spec["process"]["env"] = list(process.env)
+        spec["process"]["cwd"] = process.cwd
+        uid, gid, groups = lookup_user(rootfs, process.user or "0")
+        spec["process"]["user"] = {"uid": uid, "gid": gid, "additionalGids": groups}
+        spec["linux"]["cgroupsPath"] = f"{self.containers.cgroup_parent}/build-{step_id[:24]}"
+        if process.network == "host":
+            spec["linux"]["namespaces"] = [
+                ns for ns in spec["linux"]["namespaces"] if ns["type"] != "network"
+            ]
+        try:
+            with open("/etc/resolv.conf") as f:
+                host_resolv = f.read()
+        except OSError:
+            host_resolv = ""
+        etc = {
+            "hosts": hosts_file("moorage-build"),
+            "resolv.conf": resolv_conf(host_resolv, list(self.networks.dns), [], []),
+        }
+        for name, text in etc.items():
+            path = os.path.join(directory, name)
+            with open(path, "w") as f:
+                f.write(text)
+            spec["mounts"].append(
+                {
+                    "destination": f"/etc/{name}",
+                    "type": "bind",
+                    "source": path,
+                    "options": ["rbind", "ro"],
+                }
+            )
+        for target in process.files:
+            spec["mounts"].append(
+                {
+                    "destination": target,
+                    "type": "bind",
+                    "source": os.path.join(directory, "files", target.lstrip("/")),
+                    "options": ["rbind", "ro"],
+                }
+            )
+        return spec
+
+    @staticmethod
+    def _place_files(rootfs: str, process: RunProcess, directory: str) -> list[str]:
+        """Write the step's own files (secrets, scripts) beside the bundle; return the
+        mount points (paths in the root) that had to be made for them, to be removed
+        after the step: a secret never leaves a trace in the layer."""
+        made: list[str] = []
+        for target, (data, mode) in process.files.items():
+            source = os.path.join(directory, "files", target.lstrip("/"))
+            os.makedirs(os.path.dirname(source), mode=0o700, exist_ok=True)
+            with open(source, "wb") as f:
+                f.write(data)
+            os.chmod(source, mode)
+            parts = [p for p in target.split("/") if p]
+            for i in range(1, len(parts) + 1):
+                if not _exists_in_root(rootfs, "/".join(parts[:i])):
+                    made.append("/".join(parts[:i]))
+        return made
+
+    @staticmethod
+    def _remove_files(rootfs: str, made: list[str]) -> None:
+        """Remove the mount points :meth:`_place_files` made, resolving every path inside
+        the root: the step may have replaced a directory with a symlink out of it."""
+        from moorage.sys import libc
+
+        root = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for path in sorted(made, key=len, reverse=True):
+                parent, name = os.path.split(path)
+                try:
+                    fd = libc.openat2(root, parent or ".", os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
+                except OSError:
+                    continue
+                try:
+                    try:
+                        os.rmdir(name, dir_fd=fd)
+                    except NotADirectoryError:
+                        os.unlink(name, dir_fd=fd)
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(root)
+
+
+def _exists_in_root(rootfs: str, path: str) -> bool:
+    from moorage.sys import libc
+
+    root = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = libc.openat2(root, path, os.O_PATH | os.O_NOFOLLOW, _IN_ROOT)
+    except OSError:
+        return False
+    finally:
+        os.close(root)
+    os.close(fd)
+    return True

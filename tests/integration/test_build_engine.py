@@ -1,0 +1,195 @@
+"""Builds through the engine's build service, in this process, on the real kernel: a
+multi-stage build with RUN, COPY, WORKDIR and --from, the cache (hits, and what a
+changed file invalidates), reproducible digests on two fresh stores, a failing RUN,
+secrets that never reach a layer, and errors that point at the Dockerfile line."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moorage.build.executor import BuildError
+from moorage.cli.bootstrap import busybox_tar
+from moorage.engine.builds import BuildRequest
+from moorage.engine.config import EngineConfig
+from moorage.engine.engine import Engine
+from moorage.errors import InvalidArgument
+from netclean import new_test_bridge, remove_daemon_networks
+
+pytestmark = pytest.mark.root
+
+Files = dict[str, str | bytes]
+
+
+def _context(files: Files) -> io.BytesIO:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, content in sorted(files.items()):
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755 if isinstance(content, bytes) else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    out.seek(0)
+    return out
+
+
+@pytest.fixture
+def engine_factory(tmp_path: Path) -> Iterator[Callable[[], Engine]]:
+    made: list[tuple[Engine, Path, Path, str]] = []
+
+    def make() -> Engine:
+        root = tmp_path / f"root{len(made)}"
+        run = Path(f"/run/moorage-test-{uuid.uuid4().hex[:8]}")
+        run.mkdir()
+        bridge = new_test_bridge()
+        engine = Engine(
+            EngineConfig(
+                root=str(root),
+                exec_root=str(run),
+                host=f"unix://{run}/api.sock",
+                bridge=bridge,
+                cgroup_parent=f"/moorage-test/{run.name}",
+            )
+        )
+        made.append((engine, root, run, bridge))
+        tar = io.BytesIO()
+        busybox_tar(tar)
+        tar.seek(0)
+        engine.images.import_rootfs(tar, repo="busybox", tag="latest")
+        return engine
+
+    yield make
+    for engine, root, run, bridge in made:
+        engine.close()
+        remove_daemon_networks(root, bridge)
+        subprocess.run(["umount", "-R", "-l", str(root)], capture_output=True, check=False)
+        shutil.rmtree(run, ignore_errors=True)
+
+
+class Log:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    @property
+    def text(self) -> str:
+        return "".join(m.get("stream", "") for m in self.messages)
+
+
+def _build(engine: Engine, files: Files, **request: Any) -> tuple[str, Log]:
+    log = Log()
+    image_id = engine.builds.build(_context(files), BuildRequest(**request), log)
+    return image_id, log
+
+
+MULTI_STAGE = """\
+FROM busybox AS build
+WORKDIR /src
+COPY hello.txt .
+RUN echo "built from $(cat hello.txt)" > out.txt
+FROM busybox
+ENV GREETING=hi
+COPY --from=build /src/out.txt /out.txt
+CMD ["cat", "/out.txt"]
+"""
+
+
+def test_a_multi_stage_build_makes_an_image_with_the_copied_result(
+    engine_factory: Callable[[], Engine],
+) -> None:
+    engine = engine_factory()
+    image_id, log = _build(
+        engine, {"Dockerfile": MULTI_STAGE, "hello.txt": "hello"}, tags=("app:1",)
+    )
+    assert "Successfully tagged app:1" in log.text
+    info = engine.images.inspect("app:1")
+    assert info["Id"] == image_id
+    assert info["Config"]["Cmd"] == ["cat", "/out.txt"]
+    assert "GREETING=hi" in info["Config"]["Env"]
+    check, check_log = _build(
+        engine, {"Dockerfile": "FROM app:1\nRUN cat /out.txt && test ! -e /src\n"}
+    )
+    assert "built from hello" in check_log.text
+
+
+def test_a_rebuild_uses_the_cache_and_a_changed_file_invalidates_from_its_copy(
+    engine_factory: Callable[[], Engine],
+) -> None:
+    engine = engine_factory()
+    files: Files = {"Dockerfile": MULTI_STAGE, "hello.txt": "hello"}
+    first, _ = _build(engine, files)
+    again, log = _build(engine, files)
+    assert again == first
+    assert log.text.count("Using cache") == 3  # COPY, RUN, COPY --from
+    changed, log = _build(engine, {**files, "hello.txt": "other"})
+    assert changed != first
+    assert log.text.count("Using cache") == 0
+
+
+def test_the_same_build_on_two_fresh_stores_gives_the_same_digest(
+    engine_factory: Callable[[], Engine],
+) -> None:
+    busybox = shutil.which("busybox")
+    assert busybox is not None
+    dockerfile = (
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox mkdir -p /data && '
+        '/bin/busybox echo made > /data/file"]\nCMD ["/bin/busybox", "cat", "/data/file"]\n'
+    )
+    files: Files = {"Dockerfile": dockerfile, "busybox": Path(busybox).read_bytes()}
+    ids = [_build(engine_factory(), files)[0] for _ in range(2)]
+    assert ids[0] == ids[1]
+
+
+def test_a_failing_run_stops_the_build_with_its_exit_code(
+    engine_factory: Callable[[], Engine],
+) -> None:
+    engine = engine_factory()
+    log = Log()
+    with pytest.raises(BuildError, match="returned a non-zero code: 3"):
+        engine.builds.build(
+            _context({"Dockerfile": "FROM busybox\nRUN echo about to fail; exit 3\n"}),
+            BuildRequest(),
+            log,
+        )
+    assert "about to fail" in log.text
+
+
+def test_a_secret_is_readable_in_its_step_and_absent_from_the_image(
+    engine_factory: Callable[[], Engine],
+) -> None:
+    engine = engine_factory()
+    dockerfile = (
+        "FROM busybox\n"
+        "RUN --mount=type=secret,id=token cat /run/secrets/token > /dev/null && "
+        "echo token-len=$(wc -c < /run/secrets/token)\n"
+    )
+    image_id, log = _build(
+        engine, {"Dockerfile": dockerfile}, secrets={"token": b"s3cret"}, tags=("sec:1",)
+    )
+    assert "token-len=6" in log.text
+    _, check = _build(
+        engine, {"Dockerfile": "FROM sec:1\nRUN test ! -e /run/secrets && echo clean\n"}
+    )
+    assert "clean" in check.text
+    history = json.dumps(engine.images.history("sec:1"))
+    assert "s3cret" not in history
+
+
+def test_errors_point_at_the_dockerfile_line(engine_factory: Callable[[], Engine]) -> None:
+    engine = engine_factory()
+    with pytest.raises(InvalidArgument, match='Dockerfile:2: unknown instruction "RUNN"'):
+        _build(engine, {"Dockerfile": "FROM busybox\nRUNN echo\n"})
+    with pytest.raises(InvalidArgument, match="Dockerfile:2: COPY failed"):
+        _build(engine, {"Dockerfile": "FROM busybox\nCOPY missing.txt /x\n"})
