@@ -849,6 +849,9 @@ class ContentStore:
             status = self._ingest_status(directory)
             if status is not None and status.ref in keep:
                 continue
+            # Before the lock: taking it may create the lock file (a creation cut short
+            # before its lock existed), which would date the directory now.
+            mtime = _dir_mtime(directory)
             try:
                 fd = _flock(directory / "lock", fcntl.LOCK_EX | fcntl.LOCK_NB)
             except (BlockingIOError, FileNotFoundError):
@@ -859,7 +862,6 @@ class ContentStore:
                 # Read again under the lock: a writer may have just written and closed.
                 status = self._ingest_status(directory)
                 if status is None:
-                    mtime = _dir_mtime(directory)
                     status = IngestStatus(entry.name, 0, None, None, _time(mtime), _time(mtime))
                 if status.updated_at.timestamp() >= cutoff:
                     continue

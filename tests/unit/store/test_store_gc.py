@@ -9,7 +9,9 @@ The test "manifest" is JSON: ``{"children": [digest, ...], "typed": [[digest, me
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -325,3 +327,16 @@ def test_dry_run_changes_nothing(world: World) -> None:
     assert snaps.removed == []
     assert [i.ref for i in world.content.ingests()] == ["old ingest"]
     assert leases.list_leases() == leases_before
+
+
+def test_an_ingest_directory_cut_short_before_its_lock_is_collected(world: World) -> None:
+    # Killed right after the mkdir: no lock, no ref. Taking the lock creates its file,
+    # which dates the directory now: the collector must judge its age from before.
+    directory = world.content.path / "ingest" / ("ab" * 32)
+    directory.mkdir()
+    old = time.time() - 3600
+    os.utime(directory, (old, old))
+
+    world.collect(ingest_max_age=timedelta(minutes=1))
+
+    assert not directory.exists()
