@@ -20,7 +20,7 @@ from moorage import __version__
 from moorage.errors import MoorageError
 
 # Registration order matters: ``containers`` extends the ``system`` group of ``images``.
-_ORDER = ("daemon", "bootstrap", "images", "containers", "volumes", "networks")
+_ORDER = ("daemon", "bootstrap", "images", "containers", "volumes", "networks", "build")
 _CONTAINERS = (
     "attach commit container cp create diff events exec inspect kill logs pause port ps "
     "rename restart rm run start stats stop top unpause wait"
@@ -34,6 +34,8 @@ MODULES_OF: dict[str, tuple[str, ...]] = {
     "network": ("networks",),
     "daemon": ("daemon",),
     "bootstrap": ("bootstrap",),
+    "build": ("build",),
+    "builder": ("build",),
 }
 
 
@@ -85,6 +87,7 @@ _REGISTER: dict[str, Callable[[click.Group], None]] = {
     "containers": _register_module("containers"),
     "volumes": _register_module("volumes"),
     "networks": _register_module("networks"),
+    "build": _register_module("build"),
 }
 
 

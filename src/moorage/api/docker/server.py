@@ -105,6 +105,7 @@ class Routes:
 
 def build_app(engine: Engine) -> web.Application:
     from moorage.api.docker import (
+        build,
         container_files,
         containers,
         exec,
@@ -116,7 +117,7 @@ def build_app(engine: Engine) -> web.Application:
 
     app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024**2)
     app[ENGINE] = engine
-    for module in (system, images, volumes, networks, containers, container_files, exec):
+    for module in (system, images, volumes, networks, containers, container_files, exec, build):
         module.routes.install(app)
     return app
 
@@ -151,7 +152,10 @@ async def serve(config: EngineConfig) -> None:
     )
     engine = await asyncio.to_thread(Engine, config)
     # Attach, logs -f, wait and events hold connections open: don't wait on them.
-    runner = web.AppRunner(build_app(engine), access_log=None, shutdown_timeout=1.0)
+    # Header values up to 2 MiB: a build's secrets travel in one (X-Moorage-Build-Secrets).
+    runner = web.AppRunner(
+        build_app(engine), access_log=None, shutdown_timeout=1.0, max_field_size=2 * 1024 * 1024
+    )
     await runner.setup()
     site = web.UnixSite(runner, path)
     await site.start()

@@ -1,0 +1,120 @@
+"""`moor build` as a user runs it, against a private daemon: a context with a
+.dockerignore, tags, the cache on a rebuild, -q and --iidfile, --target, build args,
+errors that name the Dockerfile line, `moor builder prune`; and the docker CLI's
+classic builder (DOCKER_BUILDKIT=0) against the same daemon."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon import Daemon, running_daemon
+
+pytestmark = pytest.mark.root
+
+DOCKERFILE = """\
+ARG GREETING=hello
+FROM busybox AS base
+ARG GREETING
+RUN echo "$GREETING from the base" > /greeting
+FROM base AS app
+WORKDIR /app
+COPY . .
+RUN ls /app | sort > /app/listing
+CMD ["cat", "/greeting", "/app/listing"]
+"""
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    with running_daemon(tmp_path_factory.mktemp("build") / "moor", busybox=True) as d:
+        yield d
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    (ctx / "keep.txt").write_text("kept\n")
+    (ctx / "secret.key").write_text("never sent\n")
+    (ctx / ".dockerignore").write_text("*.key\n")
+    return ctx
+
+
+def _out(result: subprocess.CompletedProcess[bytes]) -> str:
+    return result.stdout.decode()
+
+
+def test_build_tag_run_and_rebuild_from_the_cache(daemon: Daemon, context: Path) -> None:
+    first = _out(daemon.moor("build", "-t", "cli-app:1", str(context)))
+    assert "Successfully tagged cli-app:1" in first
+    out = _out(daemon.moor("run", "--rm", "cli-app:1"))
+    assert out.splitlines()[0] == "hello from the base"
+    listing = out.splitlines()[1:]
+    assert "keep.txt" in listing
+    assert "secret.key" not in listing  # .dockerignore
+    again = _out(daemon.moor("build", "-t", "cli-app:1", str(context)))
+    assert again.count("Using cache") >= 3
+    daemon.moor("rmi", "cli-app:1")
+
+
+def test_quiet_iidfile_target_and_build_args(daemon: Daemon, context: Path, tmp_path: Path) -> None:
+    iid = tmp_path / "iid"
+    quiet = _out(
+        daemon.moor(
+            "build", "-q", "--iidfile", str(iid), "--target", "base",
+            "--build-arg", "GREETING=bonjour", "-t", "cli-base:1", str(context),
+        )
+    ).strip()  # fmt: skip
+    assert quiet.startswith("sha256:")
+    assert iid.read_text().strip() == quiet
+    assert _out(daemon.moor("run", "--rm", "cli-base:1", "cat", "/greeting")) == (
+        "bonjour from the base\n"
+    )
+    assert daemon.moor("run", "--rm", "cli-base:1", "test", "-e", "/app", check=False).returncode
+    daemon.moor("rmi", "cli-base:1")
+
+
+def test_errors_name_the_dockerfile_line_and_exit_1(daemon: Daemon, tmp_path: Path) -> None:
+    ctx = tmp_path / "bad"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUNN echo\n")
+    bad = daemon.moor("build", str(ctx), check=False)
+    assert bad.returncode == 1
+    assert b'Dockerfile:2: unknown instruction "RUNN"' in bad.stderr
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo failing; exit 7\n")
+    failing = daemon.moor("build", str(ctx), check=False)
+    assert failing.returncode == 1
+    assert b"failing" in failing.stdout
+    assert b"returned a non-zero code: 7" in failing.stderr
+
+
+def test_builder_prune_empties_the_cache(daemon: Daemon, context: Path) -> None:
+    daemon.moor("build", "-t", "cli-prune:1", str(context))
+    daemon.moor("rmi", "cli-prune:1")
+    pruned = _out(daemon.moor("builder", "prune", "-f"))
+    assert "Total" in pruned or "reclaimed" in pruned.lower()
+    rebuilt = _out(daemon.moor("build", str(context)))
+    assert "Using cache" not in rebuilt
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
+def test_the_docker_cli_builds_with_the_classic_builder(daemon: Daemon, context: Path) -> None:
+    env = {**os.environ, "DOCKER_HOST": daemon.host, "DOCKER_BUILDKIT": "0"}
+    result = subprocess.run(
+        ["docker", "build", "-t", "docker-built:1", str(context)],
+        env=env, capture_output=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"Successfully tagged docker-built:1" in result.stdout
+    run = subprocess.run(
+        ["docker", "run", "--rm", "docker-built:1"], env=env, capture_output=True, timeout=120
+    )
+    assert run.stdout.decode().splitlines()[0] == "hello from the base"
+    daemon.moor("rmi", "docker-built:1")
