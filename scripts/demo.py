@@ -1,10 +1,11 @@
 """make demo: the guide's "first container", on Moorage.
 
 Starts a private ``moor daemon`` (its own socket, root and exec root, so the demo
-never touches a daemon the user runs), bootstraps a busybox image, runs a small
-web server in a container with its port published (``-p 3000:3000``, another
-free port when 3000 is taken), asks it from the host, and shows ``ps``, ``logs``,
-``exec``, ``port`` and ``inspect`` the way the guide walks through them with docker.
+never touches a daemon the user runs), bootstraps a busybox image, builds the guide's
+first container from ``examples/first-container`` (``moor build -t myapp .``), runs it
+with its port published (``-p 3000:3000``, another free port when 3000 is taken),
+asks it from the host, and shows ``ps``, ``logs``, ``exec``, ``port`` and ``inspect``
+the way the guide walks through them with docker.
 The daemon has a bridge (``moordemo0``) and a cgroup parent of its own, and
 everything, those and its nftables table included, is removed at the end, even on
 failure.
@@ -13,6 +14,7 @@ failure.
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
 import shutil
 import socket
@@ -23,10 +25,7 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-SERVER = (
-    'mkdir -p /www && echo "Hello from Moorage!" > /www/index.html && '
-    'echo "listening on :3000" && exec httpd -f -v -p 3000 -h /www'
-)
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "first-container"
 ASK = 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc 127.0.0.1 3000'
 BRIDGE = "moordemo0"
 CGROUP_PARENT = "/moorage-demo"
@@ -43,17 +42,18 @@ def _host_port() -> int:
             return int(s.getsockname()[1])
 
 
-def _fetch(port: int) -> str:
-    """What ``curl http://127.0.0.1:PORT/`` shows: the body."""
+def _fetch(port: int, path: str = "/") -> str:
+    """What ``curl http://127.0.0.1:PORT/PATH`` shows: the body."""
     deadline = time.monotonic() + 10
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
-                conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                conn.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
                 data = b""
                 while chunk := conn.recv(65536):
                     data += chunk
-            return data.partition(b"\r\n\r\n")[2].decode()
+            # The body: after the headers' blank line (a CGI script's may be bare \n).
+            return re.split(rb"\r?\n\r?\n", data, maxsplit=1)[-1].decode()
         except OSError:
             if time.monotonic() > deadline:
                 raise
@@ -108,26 +108,14 @@ def main() -> int:
             time.sleep(0.05)
         moor("bootstrap", "busybox")
         moor("run", "--rm", "busybox", "echo", "hello from my first container")
+        moor("build", "-t", "myapp", str(EXAMPLE))
+        moor("build", "-t", "myapp", str(EXAMPLE))  # again: every step from the cache
         port = _host_port()
-        moor(
-            "run",
-            "-d",
-            "--name",
-            "web",
-            "-p",
-            f"{port}:3000",
-            "--health-cmd",
-            ASK,
-            "--health-interval",
-            "1s",
-            "busybox",
-            "sh",
-            "-c",
-            SERVER,
-        )
+        moor("run", "-d", "--name", "web", "-p", f"{port}:3000", "myapp")
         moor("exec", "web", "sh", "-c", ASK)
-        print(f"$ curl http://127.0.0.1:{port}/", flush=True)
-        print(_fetch(port), end="", flush=True)
+        for path in ("/", "/cgi-bin/hello"):
+            print(f"$ curl http://127.0.0.1:{port}{path}", flush=True)
+            print(_fetch(port, path), end="", flush=True)
         moor("port", "web")
         for _ in range(50):
             if "(healthy)" in moor("ps", "--format", "{{.Status}}", show=False):
