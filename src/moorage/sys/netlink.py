@@ -9,22 +9,21 @@ netlink socket and closes it before returning, so calls from several executor th
 at once share nothing. Call from a worker thread (``asyncio.to_thread``), never from a
 thread running an event loop: pyroute2's synchronous API would try to reuse that loop.
 
-Reaching into a container's namespace (``connect_container``) forks nothing: a
-dedicated thread enters the namespace with setns(2), opens a netlink socket there and
-ends. A socket stays bound to the namespace it was created in, so the calling thread
-configures the container through it without ever changing namespace itself. This is
-the one exception to "setns only in a child process": network-namespace membership is
-per thread, CLONE_NEWNET may be entered by one thread of a multi-threaded process, and
-the thread that entered runs nothing else and exits. pyroute2's own ``netns=`` support
-forks a helper process per socket (0.9.7): a process and milliseconds per container.
+Reaching into a container's namespace (``connect_container``): a forked child enters
+the namespace with setns(2), opens a netlink socket there and hands it over
+(SCM_RIGHTS); namespaces change only in child processes (DESIGN.md). A socket stays
+bound to the namespace it was created in, so the caller configures the container
+through it without ever changing namespace itself. pyroute2's own ``netns=`` support
+starts a helper process with its own interpreter work per socket (0.9.7): slower.
 
 The veth pair is created with its peer directly inside the container's namespace
 (``IFLA_NET_NS_FD`` in the peer's attributes), already enslaved to the bridge, up, and
 with its MAC and MTU: one request on the host side and no move. Interface indexes and
 IFF_UP go through ioctls on the netlink sockets (an ioctl acts in its socket's
 namespace): a microsecond each where pyroute2 takes a third of a millisecond to encode
-and decode a request. Measured on a 2-CPU VM: connect_container 2.9 ms median (3.1 ms
-with hairpin), of which about 1 ms is the kernel making the veth pair; deleting a pair
+and decode a request. Measured on a 2-CPU VM: connect_container 6 ms median, of which
+about 3 ms is the fork that makes the socket and 1 ms the kernel making the veth pair
+(entering the namespace from a thread instead took 2.9 ms in all); deleting a pair
 takes the kernel 10-30 ms (RCU grace periods), as it does for ``ip link del``.
 
 Bridges get a fixed random MAC when they are created, because a bridge without one
@@ -42,7 +41,6 @@ import re
 import secrets
 import socket
 import struct
-import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -244,28 +242,47 @@ def _open_netns(path: str) -> int:
 
 
 def _socket_in_netns(nsfd: int, path: str) -> socket.socket:
-    """A NETLINK_ROUTE socket in the namespace ``nsfd``, made by a thread that ends."""
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
+    """A NETLINK_ROUTE socket in the namespace ``nsfd``, made by a child process.
 
-    def enter_and_open() -> None:
-        # Only this thread changes namespace, and it exits right after: no thread
-        # that runs anything else ever leaves the host namespace.
+    Namespaces are changed only in a child, never in a thread of the daemon (DESIGN.md,
+    process model): a fork enters the namespace, makes the socket and hands it over
+    (SCM_RIGHTS). A socket stays in the namespace it was made in, so the caller then
+    configures the container through it without changing namespace. The child runs
+    only system calls between fork and exit (no lock another thread may hold).
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                libc.setns(nsfd, libc.CLONE_NEWNET)
+                made = _route_socket()
+                socket.send_fds(theirs, [b"ok"], [made.fileno()])
+                code = 0
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                with suppress(BaseException):
+                    theirs.send(f"{getattr(exc, 'errno', 0) or 0} {exc}".encode()[:512])
+            finally:
+                os._exit(code)
+        theirs.close()
         try:
-            libc.setns(nsfd, libc.CLONE_NEWNET)
-            made.append(_route_socket())
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=enter_and_open, name="moorage-netns")
-    thread.start()
-    thread.join()
-    if failed:
-        exc = failed[0]
-        if _is_errno(exc, errno.EINVAL):
-            raise InvalidArgument(f"not a network namespace: {path}") from exc
-        raise _translate(exc, f"cannot enter network namespace {path}") from exc
-    return made[0]
+            message, fds, _, _ = socket.recv_fds(ours, 1024, 1)
+        finally:
+            os.waitpid(pid, 0)
+    finally:
+        ours.close()
+        with suppress(OSError):
+            theirs.close()
+    if message == b"ok" and len(fds) == 1:
+        return socket.socket(fileno=fds[0])
+    for fd in fds:
+        os.close(fd)
+    code_text, _, text = message.decode(errors="replace").partition(" ")
+    err = int(code_text) if code_text.isdigit() else 0
+    if err == errno.EINVAL:
+        raise InvalidArgument(f"not a network namespace: {path}")
+    raise _translate(OSError(err, text or "no answer"), f"cannot enter network namespace {path}")
 
 
 # -- links ---------------------------------------------------------------------------
