@@ -300,8 +300,8 @@ class Executor:
                     continue
                 target = getattr(mount, "target", None) or f"/run/secrets/{secret_id}"
                 files[target] = (data, int(getattr(mount, "mode", 0o400) or 0o400))
-            elif kind not in ("", "bind", "cache", "tmpfs"):
-                raise run.source.error(f"RUN --mount=type={kind} is not supported")
+            else:  # refused, not ignored: what they would hide would land in the layer
+                raise run.source.error(f"RUN --mount=type={kind or 'bind'} is not supported yet")
         env = dict(stage.args)
         for item in config.env:
             key, _, value = item.partition("=")
