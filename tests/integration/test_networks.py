@@ -423,6 +423,12 @@ def test_bad_network_input_gets_clear_errors(
     missing = daemon.moor("run", "--rm", "--network", "no-such-net", "busybox", "true", check=False)
     assert missing.returncode == 125
     assert b"no-such-net" in missing.stderr
+    box = f"box-{uuid.uuid4().hex[:6]}"
+    cleanup("container", box)
+    daemon.moor("create", "--name", box, "busybox", "true")
+    connect = daemon.moor("network", "connect", "no-such-net", box, check=False)
+    assert connect.returncode != 0
+    assert b"network no-such-net not found" in connect.stderr
     builtin = daemon.moor("network", "rm", "bridge", check=False)
     assert builtin.returncode != 0
     assert b"pre-defined" in builtin.stderr
