@@ -7,9 +7,9 @@ data root and exec root, `docker -H unix://...`). Both get the same busybox imag
 (`moor bootstrap busybox`, then `moor save` | `docker load`; `docker import` of the
 same root filesystem when Moorage is skipped).
 
-1. `run --rm --network none busybox true` (no network on either side: see NO_NETWORK),
+1. `run --rm busybox true` (a loopback-only network on both sides: see Side.no_network),
    N runs, interleaved (ABBA): median and p90 wall time.
-2. P parallel `run -d --network none busybox sleep 1000` (one CLI process each, all
+2. P parallel `run -d busybox sleep 1000` (one CLI process each, all
    launched at once): wall time until `ps -q` counts P running, then `rm -f` of them
    all; R rounds, medians.
 3. Memory: the daemons' idle RSS (the `moor daemon` process tree; dockerd + containerd),
@@ -59,10 +59,12 @@ from daemon import Daemon  # noqa: E402
 from dockerd import DockerDaemon  # noqa: E402
 
 IMAGE = "busybox"
-# Both sides without a network: the private dockerd has no bridge (it must not touch
-# the host's iptables), so a veth on Moorage's side only would skew the comparison.
+# The same container on both sides: a network namespace with loopback only, made the
+# cheapest way each engine has. The private dockerd has no bridge (it must not touch the
+# host's iptables), so its default gives exactly that, with no network sandbox; an
+# explicit `--network none` would make dockerd set up a libnetwork sandbox (185 vs
+# 110 ms here). Moorage's default is its bridge (a veth), so it says `--network none`.
 # bench/net.py measures the networks themselves.
-NO_NETWORK = ("--network", "none")
 CLI_TIMEOUT = 120.0
 MONITOR_MARK = "moorage.engine.monitor"
 SHIM_NAME = "containerd-shim-runc-v2"
@@ -143,6 +145,8 @@ def kill_trees(pids: set[int], table: dict[int, tuple[int, str]]) -> None:
 
 
 class Side:
+    # `run` flags that give the container a loopback-only network namespace (see above).
+    no_network: tuple[str, ...] = ()
     """One engine under test: its daemon, its CLI and its processes."""
 
     name = ""
@@ -244,6 +248,7 @@ class PrivateDockerDaemon(DockerDaemon):
 
 
 class MoorSide(Side):
+    no_network = ("--network", "none")
     name = "moor"
 
     def __init__(self, client: str = "moor") -> None:
@@ -412,7 +417,7 @@ def abba(sides: list[Side], i: int) -> list[Side]:
 
 def preflight(side: Side) -> None:
     """One `run --rm` (a warm-up, not counted), with a clear message if it cannot."""
-    args = ("run", "--rm", *NO_NETWORK, IMAGE, "true")
+    args = ("run", "--rm", *side.no_network, IMAGE, "true")
     result = side.cli(*args, check=False)
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip()[-1500:]
@@ -428,7 +433,7 @@ def bench_run_rm(sides: list[Side], runs: int) -> dict[str, dict[str, Any]]:
     for i in range(runs):
         for side in abba(sides, i):
             start = time.perf_counter()
-            side.cli("run", "--rm", *NO_NETWORK, IMAGE, "true")
+            side.cli("run", "--rm", *side.no_network, IMAGE, "true")
             times[side.name].append(time.perf_counter() - start)
     return {
         name: {
@@ -470,7 +475,7 @@ def parallel_round(side: Side, count: int) -> tuple[float, float, float]:
     """(all CLIs returned, all running, rm -f of all) in seconds, for ``count`` starts."""
     if side.cli("ps", "-aq").stdout.split():
         side.remove_all()
-    argv = side.argv("run", "-d", *NO_NETWORK, IMAGE, "sleep", "1000")
+    argv = side.argv("run", "-d", *side.no_network, IMAGE, "sleep", "1000")
     start = time.perf_counter()
     procs = [
         subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -543,7 +548,8 @@ def bench_memory(side: Side, count: int) -> dict[str, Any]:
     ids: list[str] = []
     try:
         for _ in range(count):
-            ids.append(side.cli("run", "-d", *NO_NETWORK, IMAGE, "sleep", "1000").stdout.strip())
+            run = side.cli("run", "-d", *side.no_network, IMAGE, "sleep", "1000")
+            ids.append(run.stdout.strip())
         wait_running(side, count, time.perf_counter())
         settle()
         containers = side.container_pids(ids)
