@@ -193,3 +193,34 @@ def test_errors_point_at_the_dockerfile_line(engine_factory: Callable[[], Engine
         _build(engine, {"Dockerfile": "FROM busybox\nRUNN echo\n"})
     with pytest.raises(InvalidArgument, match="Dockerfile:2: COPY failed"):
         _build(engine, {"Dockerfile": "FROM busybox\nCOPY missing.txt /x\n"})
+
+
+def test_cache_tmpfs_and_bind_mounts_of_run(engine_factory: Callable[[], Engine]) -> None:
+    engine = engine_factory()
+    # One mount type per RUN keeps each check plain.
+    files: Files = {
+        "Dockerfile": (
+            "FROM busybox\n"
+            "ARG N\n"
+            "RUN --mount=type=cache,target=/cache echo run-$N >> /cache/log && "
+            "echo lines=$(wc -l < /cache/log)\n"
+            "RUN --mount=type=tmpfs,target=/scratch echo temp > /scratch/file\n"
+            "RUN --mount=type=bind,source=data.txt,target=/in.txt cp /in.txt /copied\n"
+        ),
+        "data.txt": "from the context\n",
+    }
+    _, first = _build(engine, files, build_args={"N": "1"}, tags=("mounts:1",))
+    assert "lines=1" in first.text
+    _, second = _build(engine, files, build_args={"N": "2"}, tags=("mounts:2",))
+    assert "lines=2" in second.text  # the cache mount outlived the first build
+    _, check = _build(
+        engine,
+        {
+            "Dockerfile": "FROM mounts:2\nRUN cat /copied && test ! -e /cache/log && "
+            "test ! -e /scratch && test ! -e /in.txt && echo clean\n"
+        },
+    )
+    assert "from the context" in check.text
+    assert "clean" in check.text
+    _, log = _build(engine, {**files, "data.txt": "changed\n"}, build_args={"N": "2"})
+    assert log.text.count("Using cache") == 2  # the bind's content is in its step's key

@@ -29,6 +29,10 @@ class RunProcess:
     # Files that appear in the process's view only (secrets, heredoc scripts) and
     # never in the layer: container path -> (content, mode).
     files: Mapping[str, tuple[bytes, int]] = field(default_factory=dict)
+    # Host directories or files bound in (cache mounts, read-only binds from the
+    # context or another stage): container path -> (host path, read-only).
+    binds: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
+    tmpfs: Mapping[str, int] = field(default_factory=dict)  # container path -> size (0: none)
 
 
 class Workspace(Protocol):
@@ -52,6 +56,10 @@ class Backend(Protocol):
         self, workspace: Workspace, process: RunProcess, output: Callable[[bytes], None]
     ) -> int:
         """Run ``process`` in ``workspace``; its output goes to ``output``; the exit code."""
+
+    def cache_dir(self, cache_id: str, mode: int, uid: int, gid: int) -> str:
+        """The host directory of ``RUN --mount=type=cache,id=...`` (made on first use,
+        kept across builds until the build cache is pruned)."""
 
     def lookup_user(self, workspace: Workspace, user: str) -> tuple[int, int]:
         """``user`` (``name``, ``uid``, ``name:group``...) as uid and gid, from the

@@ -34,7 +34,7 @@ from moorage.errors import InvalidArgument, NotFound
 from moorage.store.archive_apply import extract_files
 from moorage.sys import libc
 
-__all__ = ["CopyPlan", "copy_into", "plan_copy"]
+__all__ = ["CopyPlan", "copy_into", "plan_copy", "resolve_in"]
 
 _IN_ROOT = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
 _GLOB = set("*?[")
@@ -73,6 +73,11 @@ class CopyPlan:
                         h.update(chunk)
                 h.update(b"\0")
         return h.hexdigest()
+
+
+def resolve_in(root: str, path: str) -> str:
+    """``path`` inside ``root`` (symlinks and ``..`` kept inside it): its host path."""
+    return _resolve(os.path.realpath(root), path)
 
 
 def _resolve(root: str, path: str) -> str:

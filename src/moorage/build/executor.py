@@ -289,24 +289,68 @@ class Executor:
         if invocation.script is not None:
             path = f"{invocation.script_dir}/{invocation.script.name}"
             files[path] = (invocation.script.data.encode(), 0o755)
+        binds: dict[str, tuple[str, bool]] = {}
+        tmpfs: dict[str, int] = {}
+        bound_content: list[str] = []  # what a bind from the context puts in the key
+        secret_env: dict[str, str] = {}
+        workdir = config.working_dir or "/"
         for mount in run.mounts:
-            kind = getattr(mount, "type", "")
-            if kind == "secret":
-                secret_id = getattr(mount, "id", None) or os.path.basename(mount.target or "")
+            target = (
+                mount.target
+                if mount.target.startswith("/")
+                else (os.path.join(workdir, mount.target) if mount.target else "")
+            )
+            if mount.type == "secret":
+                secret_id = mount.id or os.path.basename(mount.target or "")
                 data = options.secrets.get(secret_id)
                 if data is None:
-                    if getattr(mount, "required", False):
+                    if mount.required:
                         raise run.source.error(f"secret {secret_id} not found")
                     continue
-                target = getattr(mount, "target", None) or f"/run/secrets/{secret_id}"
-                files[target] = (data, int(getattr(mount, "mode", 0o400) or 0o400))
-            else:  # refused, not ignored: what they would hide would land in the layer
-                raise run.source.error(f"RUN --mount=type={kind or 'bind'} is not supported yet")
+                if mount.env:
+                    secret_env[mount.env] = data.decode(errors="replace")
+                if mount.target or not mount.env:
+                    path = target or f"/run/secrets/{secret_id}"
+                    files[path] = (data, mount.mode if mount.mode is not None else 0o400)
+            elif mount.type == "cache":
+                cache_id = mount.id or target
+                host = self.backend.cache_dir(
+                    cache_id,
+                    mount.mode if mount.mode is not None else 0o755,
+                    mount.uid or 0,
+                    mount.gid or 0,
+                )
+                binds[target] = (host, False)
+            elif mount.type == "tmpfs":
+                tmpfs[target] = mount.size
+            elif mount.type == "bind":
+                if not mount.readonly:
+                    raise run.source.error(
+                        "RUN --mount=type=bind,rw is not supported yet (read-only binds are)"
+                    )
+                if mount.from_:
+                    raise run.source.error(
+                        "RUN --mount=type=bind,from=... is not supported yet (binds from the "
+                        "build context are)"
+                    )
+                source = mount.source or "."
+                try:
+                    host = copying.resolve_in(self.context, source)
+                    digest = copying.plan_copy(
+                        self.context, [source], "/bound/", workdir="/", ignore=self.ignore
+                    ).digest()
+                except MoorageError as exc:
+                    raise run.source.error(f"RUN --mount=type=bind: {exc}") from None
+                binds[target] = (host, True)
+                bound_content.append(f"{target}={digest}")
+            else:
+                raise run.source.error(f"RUN --mount=type={mount.type} is not supported")
         env = dict(stage.args)
         for item in config.env:
             key, _, value = item.partition("=")
             env[key] = value
         env.setdefault("PATH", DEFAULT_PATH)
+        env.update(secret_env)
         created_by = f"RUN {' '.join(invocation.argv)}"
         args_used = json.dumps(sorted(stage.args.items()))
         secret_ids = json.dumps(sorted(files))  # which files, never their content
@@ -317,6 +361,9 @@ class Executor:
             args_used,
             secret_ids,
             invocation.script.data if invocation.script else "",
+            json.dumps(sorted(secret_env)),
+            json.dumps(sorted(bound_content)),
+            json.dumps(sorted(tmpfs)),
         )
         hit = self._cached(key, options.no_cache)
         if hit is not None:
@@ -329,6 +376,8 @@ class Executor:
             cwd=config.working_dir or "/",
             network=run.network if run.network != "default" else options.network,
             files=files,
+            binds=binds,
+            tmpfs=tmpfs,
         )
         with self.backend.workspace(stage.state) as ws:
             self._ensure_dir(ws, process.cwd)

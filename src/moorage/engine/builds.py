@@ -221,6 +221,22 @@ class _Backend:
         finally:
             os.rmdir(empty)
 
+    def cache_dir(self, cache_id: str, mode: int, uid: int, gid: int) -> str:
+        import hashlib
+
+        name = hashlib.sha256(cache_id.encode()).hexdigest()[:32]
+        path = os.path.join(self.service.root, "cache-mounts", name)
+        if not os.path.isdir(path):
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            staging = tempfile.mkdtemp(dir=os.path.dirname(path))
+            os.chmod(staging, mode)
+            os.chown(staging, uid, gid)
+            try:
+                os.rename(staging, path)
+            except OSError:  # another build made it first
+                os.rmdir(staging)
+        return path
+
     def lookup_user(self, workspace: Workspace, user: str) -> tuple[int, int]:
         from moorage.engine.etcfiles import lookup_user
 
@@ -325,6 +341,12 @@ class BuildService:
             until = parse_time_filter(value, time.time())
         removed = self.cache.prune(until=until)
         freed = self.images.collect_garbage()
+        mounts = os.path.join(self.root, "cache-mounts")
+        if until is None and os.path.isdir(mounts):  # RUN --mount=type=cache contents
+            for name in os.listdir(mounts):
+                freed += _tree_size(os.path.join(mounts, name))
+                removed.append(f"cache-mount:{name}")
+                shutil.rmtree(os.path.join(mounts, name), ignore_errors=True)
         return {"CachesDeleted": removed or None, "SpaceReclaimed": freed}
 
     # --- a RUN step ------------------------------------------------------------------------
@@ -432,6 +454,20 @@ class BuildService:
                     "options": ["rbind", "ro"],
                 }
             )
+        for target, (host, readonly) in process.binds.items():
+            spec["mounts"].append(
+                {
+                    "destination": target,
+                    "type": "bind",
+                    "source": host,
+                    "options": ["rbind", "ro" if readonly else "rw"],
+                }
+            )
+        for target, size in process.tmpfs.items():
+            options = ["nosuid", "nodev", "mode=1777"] + ([f"size={size}"] if size else [])
+            spec["mounts"].append(
+                {"destination": target, "type": "tmpfs", "source": "tmpfs", "options": options}
+            )
         for target in process.files:
             spec["mounts"].append(
                 {
@@ -455,6 +491,7 @@ class BuildService:
             with open(source, "wb") as f:
                 f.write(data)
             os.chmod(source, mode)
+        for target in [*process.files, *process.binds, *process.tmpfs]:
             parts = [p for p in target.split("/") if p]
             for i in range(1, len(parts) + 1):
                 if not _exists_in_root(rootfs, "/".join(parts[:i])):
@@ -486,6 +523,15 @@ class BuildService:
                     os.close(fd)
         finally:
             os.close(root)
+
+
+def _tree_size(top: str) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(top):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
 
 
 def _exists_in_root(rootfs: str, path: str) -> bool:
