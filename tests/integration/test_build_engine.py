@@ -224,3 +224,27 @@ def test_cache_tmpfs_and_bind_mounts_of_run(engine_factory: Callable[[], Engine]
     assert "clean" in check.text
     _, log = _build(engine, {**files, "data.txt": "changed\n"}, build_args={"N": "2"})
     assert log.text.count("Using cache") == 2  # the bind's content is in its step's key
+
+
+def _tar_bytes(files: Files, compress: str = "") -> bytes:
+    import gzip
+
+    raw = _context(files).getvalue()
+    return gzip.compress(raw, mtime=0) if compress == "gz" else raw
+
+
+def test_add_unpacks_a_local_archive_and_copy_does_not(
+    engine_factory: Callable[[], Engine],
+) -> None:
+    engine = engine_factory()
+    archive = _tar_bytes({"pkg/hello.txt": "from the archive\n"}, compress="gz")
+    files: Files = {
+        "Dockerfile": (
+            "FROM busybox\nADD bundle.tgz /opt/\nCOPY bundle.tgz /copied/\n"
+            "RUN cat /opt/pkg/hello.txt && test -f /copied/bundle.tgz && echo ok\n"
+        ),
+        "bundle.tgz": archive,
+    }
+    _, log = _build(engine, files)
+    assert "from the archive" in log.text
+    assert "ok" in log.text

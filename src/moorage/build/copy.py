@@ -25,16 +25,16 @@ import os
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol, cast
 
 from moorage.build.dockerignore import PatternMatcher
 from moorage.errors import InvalidArgument, NotFound
 from moorage.store.archive_apply import extract_files
 from moorage.sys import libc
 
-__all__ = ["CopyPlan", "copy_into", "plan_copy", "resolve_in"]
+__all__ = ["CopyPlan", "archive_reader", "copy_into", "extract_archive", "plan_copy", "resolve_in"]
 
 _IN_ROOT = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
 _GLOB = set("*?[")
@@ -259,3 +259,57 @@ def copy_into(plan: CopyPlan, rootfs: str) -> None:
                 os.close(dest_fd)
         finally:
             os.close(root_fd)
+
+
+def archive_reader(path: str) -> Callable[[], BinaryIO] | None:
+    """For ADD: a way to open ``path`` as a plain tar stream when it is a tar archive
+    (plain, gzip, bzip2, xz or zstd), recognised by its content as Docker does; None
+    when it is not one (it is then copied as a file)."""
+    import bz2
+    import gzip
+    import lzma
+
+    with open(path, "rb") as f:
+        head = f.read(6)
+
+    def zstd(name: str) -> BinaryIO:
+        import zstandard
+
+        return cast(BinaryIO, zstandard.ZstdDecompressor().stream_reader(open(name, "rb")))  # noqa: SIM115
+
+    # Each opener's stream is the caller's to close.
+    openers: dict[bytes, Callable[[str], BinaryIO]] = {
+        b"\x1f\x8b": lambda n: cast(BinaryIO, gzip.open(n, "rb")),  # noqa: SIM115
+        b"BZh": lambda n: cast(BinaryIO, bz2.open(n, "rb")),  # noqa: SIM115
+        b"\xfd7zXZ": lambda n: cast(BinaryIO, lzma.open(n, "rb")),  # noqa: SIM115
+        b"\x28\xb5\x2f\xfd": zstd,
+    }
+    opener: Callable[[str], BinaryIO] = lambda n: open(n, "rb")  # noqa: E731, SIM115
+    for magic, candidate in openers.items():
+        if head.startswith(magic):
+            opener = candidate
+    try:
+        with opener(path) as stream:
+            block = stream.read(512)
+    except (OSError, EOFError, ValueError, lzma.LZMAError):
+        return None
+    if len(block) < 512 or block[257:262] != b"ustar":
+        return None
+    return lambda: opener(path)
+
+
+def extract_archive(
+    open_archive: Callable[[], BinaryIO], rootfs: str, dest_dir: str, owner: tuple[int, int] | None
+) -> None:
+    """ADD of a local archive: its entries extracted into ``dest_dir`` of ``rootfs``,
+    with the rules of every extraction here (nothing outside the root)."""
+    root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        dest_fd = _open_dir(root_fd, dest_dir)
+        try:
+            with open_archive() as stream:
+                extract_files(stream, dest_fd, owner=owner, private=True)
+        finally:
+            os.close(dest_fd)
+    finally:
+        os.close(root_fd)

@@ -492,15 +492,36 @@ class Executor:
             self.emit({"stream": " ---> Using cache\n"})
             stage.state = hit
             return
+        # ADD unpacks a local tar archive (recognised by its content) into the destination.
+        archives = []
+        entries = list(plan.entries)
+        if isinstance(copy, Add) and copy.unpack is not False and origin == "context":
+            for entry in plan.entries:
+                if os.path.isfile(entry.source) and not os.path.islink(entry.source):
+                    reader = copying.archive_reader(entry.source)
+                    if reader is not None:
+                        archives.append(reader)
+                        entries.remove(entry)
         with self.backend.workspace(stage.state) as ws:
             if copy.chown:
                 try:
                     owner = self.backend.lookup_user(ws, copy.chown)
                 except MoorageError as exc:
                     raise copy.source.error(f"{verb} --chown: {exc}") from None
-            copying.copy_into(
-                copying.CopyPlan(plan.dest_dir, plan.entries, owner, plan.mode), ws.path
+            if entries:
+                copying.copy_into(
+                    copying.CopyPlan(plan.dest_dir, tuple(entries), owner, plan.mode), ws.path
+                )
+            dest = (
+                copy.dest
+                if copy.dest.startswith("/")
+                else os.path.join(config.working_dir or "/", copy.dest)
             )
+            for reader in archives:
+                try:
+                    copying.extract_archive(reader, ws.path, os.path.normpath(dest), owner)
+                except MoorageError as exc:
+                    raise copy.source.error(f"{verb} failed: {exc}") from None
             layer = self.backend.layer_of(ws, stage.epoch)
         stage.state = self._with(stage, layer, created_by)
         self.cache.put(key, stage.state)
