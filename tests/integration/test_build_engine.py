@@ -248,3 +248,18 @@ def test_add_unpacks_a_local_archive_and_copy_does_not(
     _, log = _build(engine, files)
     assert "from the archive" in log.text
     assert "ok" in log.text
+
+
+def test_lint_warnings_are_listed_and_can_fail_the_build(
+    engine_factory: Callable[[], Engine],
+) -> None:
+    engine = engine_factory()
+    _, log = _build(engine, {"Dockerfile": "FROM busybox as base\nCMD echo hi\n"})
+    assert "2 warnings found:" in log.text
+    assert "JSONArgsRecommended" in log.text
+    assert "FromAsCasing" in log.text
+    strict = "# check=error=true\nFROM busybox\nCMD echo hi\n"
+    with pytest.raises(
+        InvalidArgument, match="lint violation found for rules: JSONArgsRecommended"
+    ):
+        _build(engine, {"Dockerfile": strict})

@@ -54,6 +54,7 @@ from moorage.build.dockerfile import (
     Volume,
     Workdir,
     expand,
+    lint,
     parse_dockerfile,
     resolve,
     stage_arg_values,
@@ -116,6 +117,8 @@ class Executor:
     def build(self, text: bytes | str, options: BuildOptions) -> ImageState:
         df = parse_dockerfile(text, options.dockerfile)
         graph = resolve(df, build_args=dict(options.build_args))
+        checks = lint(df, build_args=dict(options.build_args))
+        checks.check()  # `# check=error=true` makes warnings fail the build
         stages = graph.stages_for(options.target)
         total = sum(1 + len(s.stage.instructions) for s in stages)
         self._step = 0
@@ -125,6 +128,11 @@ class Executor:
         for resolved in stages:
             done[resolved.index] = self._stage(resolved, done, graph, options)
         final = done[stages[-1].index]
+        if checks.warnings:  # as BuildKit lists them, once the build is through
+            count = len(checks.warnings)
+            lines = [f"{count} warning{'s' if count > 1 else ''} found:\n"]
+            lines += [f" - {w.rule}: {w.message} (line {w.lines.start})\n" for w in checks.warnings]
+            self.emit({"stream": "".join(lines)})
         if options.labels:
             config = final.state.container_config
             labels = {**dict(config.labels), **dict(options.labels)}
