@@ -254,6 +254,7 @@ class BuildService:
         self.root = os.path.join(root, "builder")
         os.makedirs(os.path.join(self.root, "work"), mode=0o700, exist_ok=True)
         for leftover in os.listdir(os.path.join(self.root, "work")):  # a crash's
+            _unmount_context(os.path.join(self.root, "work", leftover, "context"))
             shutil.rmtree(os.path.join(self.root, "work", leftover), ignore_errors=True)
         self.images = images
         self.containers = containers
@@ -276,6 +277,7 @@ class BuildService:
         try:
             context_dir = os.path.join(work, "context")
             os.mkdir(context_dir, 0o700)
+            _mount_context_tmpfs(context_dir, _size_of(context))
             self._extract_context(context, context_dir)
             dockerfile = os.path.normpath(request.dockerfile or "Dockerfile")
             if dockerfile.startswith("..") or os.path.isabs(dockerfile):
@@ -306,6 +308,7 @@ class BuildService:
                 stored = [self._stored(layer) for layer in state.layers]
                 image_id = self.images.store_built(state.config, stored, request.tags)
         finally:
+            _unmount_context(os.path.join(work, "context"))
             shutil.rmtree(work, ignore_errors=True)
         emit({"aux": {"ID": image_id}})
         emit({"stream": f"Successfully built {image_id.removeprefix('sha256:')[:12]}\n"})
@@ -523,6 +526,38 @@ class BuildService:
                     os.close(fd)
         finally:
             os.close(root)
+
+
+# Contexts up to this size are unpacked into a tmpfs: a context is thousands of small
+# files written once and read once or twice, and on a busy disk each create costs
+# 0.2-0.5 ms (a 2,000-file context: about 1 s) where tmpfs takes ~10 us. Larger ones
+# go to the disk, as Docker's classic builder puts them.
+_TMPFS_CONTEXT_MAX = 256 * 1024 * 1024
+
+
+def _size_of(stream: BinaryIO) -> int | None:
+    try:
+        return os.fstat(stream.fileno()).st_size - stream.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _mount_context_tmpfs(directory: str, size: int | None) -> None:
+    from moorage.sys import libc
+
+    if size is None or size > _TMPFS_CONTEXT_MAX:
+        return
+    limit = size + size // 4 + (16 << 20)  # the files, their inodes, some slack
+    with contextlib.suppress(OSError):  # no tmpfs: the disk will do
+        flags = libc.MS_NOSUID | libc.MS_NODEV
+        libc.mount("tmpfs", directory, "tmpfs", flags, f"mode=0700,size={limit}")
+
+
+def _unmount_context(directory: str) -> None:
+    from moorage.sys import libc
+
+    with contextlib.suppress(OSError):
+        libc.umount2(directory, libc.MNT_DETACH)
 
 
 def _tree_size(top: str) -> int:
