@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address
 from typing import Any
@@ -304,17 +305,27 @@ def test_children_do_not_inherit_the_sockets(reservations: PortReservations) -> 
     port = free_block(1)
     reservations.reserve("c1", tcp(port))
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()"],
+        [sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         close_fds=False,
     )
     try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"ready\n"  # it runs: its exec is done
         reservations.release("c1")
-        assert bindable("tcp", port)  # no copy of the socket lives on in the child
+        # No copy of the socket lives on in the child, which keeps running: the port
+        # is free (awaited: another program on the machine may pass through it).
+        deadline = time.monotonic() + 5
+        while not bindable("tcp", port):
+            assert time.monotonic() < deadline, f"port {port} still taken"
+            time.sleep(0.05)
     finally:
         assert child.stdin is not None
         child.stdin.close()
         child.wait(timeout=30)
+        if child.stdout is not None:
+            child.stdout.close()
 
 
 def test_a_record_roundtrip_takes_the_same_port_again(reservations: PortReservations) -> None:

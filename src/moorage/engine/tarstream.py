@@ -56,5 +56,12 @@ def _padding(size: int) -> bytes:
 
 
 def now_rfc3339() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+    """Now, as Go's RFC3339Nano writes it (Docker's and skopeo's image configs): the
+    fraction without trailing zeros. A tool that re-encodes an image config in Go
+    (skopeo converting to OCI does) then writes the very same bytes: a "...440Z"
+    would come back "...44Z", and the image would get another digest."""
+    ns = time.time_ns()
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    digits = f"{fraction:09d}".rstrip("0")
+    return f"{text}.{digits}Z" if digits else f"{text}Z"
