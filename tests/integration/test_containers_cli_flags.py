@@ -1049,7 +1049,7 @@ def test_events_since_until(moor: Moor) -> None:
     moor("run", "--rm", "--name", name, "busybox", "true")
     until = time.time()
     mine = ["--filter", f"container={name}", "--format", "{{.Type}} {{.Action}}"]
-    wanted = ["create", "start", "die", "destroy"]
+    wanted = ["create", "attach", "start", "die", "destroy"]  # dockerd's, for a run --rm
     # Whole seconds first (an --until in the current second waits for its end).
     seconds = ["--since", str(int(since)), "--until", str(int(until) + 1)]
     out = moor.out("events", *seconds, *mine, timeout=30)

@@ -956,6 +956,10 @@ class ContainerService:
         c.host_config = host
         self._save(c)
 
+    def attached(self, c: Container) -> None:
+        """A client attached to ``c`` (Docker's ``attach`` event)."""
+        self._publish(c, "attach")
+
     def _publish_network(self, network_id: str, name: str, action: str, cid: str) -> None:
         self.events.publish("network", action, network_id, {"name": name, "container": cid})
 

@@ -312,6 +312,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     }
     if not params.flag(request, "stream") and not params.flag(request, "logs"):
         raise InvalidArgument("attach: stream or logs must be set")
+    service.attached(c)
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[socket.socket] = loop.create_future()
 
