@@ -429,3 +429,25 @@ def test_a_volume_in_use_is_a_conflict_naming_its_containers(
     users.clear()
     deleted = c.request("DELETE", "/volumes/busy")
     assert (deleted.status, deleted.read()) == (204, b"")
+
+
+def test_a_tmpfs_volume_is_mounted_while_containers_use_it(daemon: Daemon) -> None:
+    moor(daemon, "bootstrap", "busybox")
+    moor(daemon, "volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs",
+         "-o", "o=size=1m", "ramdisk")  # fmt: skip
+    try:
+        run = moor(daemon, "run", "-d", "--name", "ram-user", "-v", "ramdisk:/data", "busybox",
+                   "sh", "-c", "echo kept > /data/f && exec sleep 300")  # fmt: skip
+        assert run.returncode == 0
+        data = inspect(daemon, "ramdisk")["Mountpoint"]
+        with open("/proc/self/mountinfo") as f:
+            assert any(line.split()[4] == data and " tmpfs " in line for line in f)
+        # A second container shares the same tmpfs.
+        shared = moor(daemon, "run", "--rm", "-v", "ramdisk:/d", "busybox", "cat", "/d/f")
+        assert shared.stdout == "kept\n"
+        moor(daemon, "rm", "-f", "ram-user")
+        with open("/proc/self/mountinfo") as f:
+            assert not any(line.split()[4] == data for line in f)
+    finally:
+        moor(daemon, "rm", "-f", "ram-user", check=False)
+        moor(daemon, "volume", "rm", "ramdisk", check=False)

@@ -127,6 +127,7 @@ class ContainerService:
         self._timers: dict[str, threading.Timer] = {}
         self._closed = False
         self._watcher = MonitorWatcher(self._monitor_exited)
+        self._loading = True  # until _load has read every record
         # Monitors are forked from it (started on the first start); close() reaps it.
         self._monitor_zygote = MonitorZygote(self.exec_root)
         from moorage.engine.health import HealthService
@@ -509,6 +510,26 @@ class ContainerService:
         exposed = c.config.get("ExposedPorts") or {}
         return None, self.networks.prepare(_networking(c.request, c.id, c.name, exposed))
 
+    def _release_volumes(self, c: Container) -> None:
+        """Unmount the driver-option volumes (tmpfs, bind) no running container uses."""
+        if self._loading:  # not every container is known yet: _load does it after
+            return
+        for point in c.mounts:
+            if point.type != "volume":
+                continue
+            users = [
+                other
+                for other in self.all()
+                if other.id != c.id
+                and other.running
+                and any(m.name == point.name for m in other.mounts)
+            ]
+            if not users:
+                try:
+                    self.volumes.deactivate(point.name)
+                except MoorageError as exc:
+                    log.warning("volume %s: %s", point.name, exc)
+
     def _release_network(self, cid: str) -> None:
         if self.networks is not None:
             try:
@@ -545,6 +566,7 @@ class ContainerService:
             if p.type == "volume"
         ]
         for _, point in resolved:
+            self.volumes.activate(point.name)  # driver options: its mount, first
             if not point.no_copy:
                 self.volumes.populate_from_image(point.name, rootfs, point.destination)
         spec = attach_volumes(
@@ -589,6 +611,7 @@ class ContainerService:
             error = "container monitor exited unexpectedly"
         _unmount_quietly(os.path.join(directory, "rootfs"))
         self._release_network(c.id)
+        self._release_volumes(c)
         self.health.stopped(c)
         with self._lock:  # waiters see the new state only once it is on disk
             c.state = State(
@@ -1075,6 +1098,10 @@ class ContainerService:
                 c.restart_policy, c.state.exit_code, c.restart_count, c.manually_stopped
             ):
                 to_restart.append(c)
+        self._loading = False
+        for c in list(self._containers.values()):
+            if not c.running:
+                self._release_volumes(c)
         if self.networks is not None:
             # Before any restart below prepares new endpoints.
             running = {c.id: None for c in self._containers.values() if c.running}

@@ -212,6 +212,14 @@ def _check_options(opts: Mapping[str, str]) -> None:
             raise InvalidArgument(f"bind volume device must be an absolute path: {device}")
 
 
+def _mounted(path: str) -> bool:
+    """Whether something is mounted exactly on ``path`` (this mount namespace)."""
+    from moorage.sys import procfs
+
+    real = os.path.realpath(path)
+    return any(m.mount_point == real for m in procfs.mountinfo())
+
+
 # --------------------------------------------------------------------------- filters
 
 
@@ -432,6 +440,36 @@ class VolumeService:
         if rec.options["type"] == "tmpfs":
             return VolumeMount("tmpfs", rec.options["device"], target, flags)
         return VolumeMount("bind", rec.options["device"], target, flags)
+
+    def activate(self, name: str) -> None:
+        """Mount a volume with driver options on its ``_data`` (once: the containers that
+        use it share that mount), before a container starts with it; nothing for a plain
+        volume. Docker's local driver does the same on first use."""
+        vm = self.volume_mount(name)
+        if vm is None or _mounted(vm.target):
+            return
+        try:
+            if vm.type == "tmpfs":
+                data = ",".join(o for o in vm.options if o not in ("rw", "ro")) or None
+                flags = libc.MS_RDONLY if "ro" in vm.options else 0
+                libc.mount(vm.source or "tmpfs", vm.target, "tmpfs", flags, data)
+            else:
+                flags = libc.MS_BIND | (libc.MS_REC if "rbind" in vm.options else 0)
+                libc.mount(vm.source, vm.target, None, flags, None)
+        except OSError as exc:
+            raise FailedPrecondition(
+                f"volume {name}: cannot mount {vm.type} {vm.source}: {exc.strerror or exc}"
+            ) from exc
+
+    def deactivate(self, name: str) -> None:
+        """Undo :meth:`activate` once no running container uses the volume."""
+        try:
+            vm = self.volume_mount(name)
+        except NotFound:
+            return
+        if vm is not None and _mounted(vm.target):
+            with contextlib.suppress(OSError):
+                libc.umount2(vm.target, libc.MNT_DETACH)
 
     def _sweep_trash(self) -> None:
         for entry in os.listdir(self.root):
