@@ -117,10 +117,16 @@ def test_a_hundred_parallel_containers_twice_leave_nothing(daemon: Daemon) -> No
     _assert_clean(daemon, _round(daemon))
     fds_after_first, rss_after_first = _daemon_usage(daemon)
     _assert_clean(daemon, _round(daemon))
+    # A leak of one descriptor per container would show as 100 more, for good; work
+    # that ends just after the round (connections of ended threads closed lazily,
+    # veths deleted in the background, each with its netlink socket) briefly holds a
+    # few: awaited, with a bound that a leak never meets.
+    try:
+        _await(lambda: _daemon_usage(daemon)[0] - fds_after_first < PARALLEL // 10, 20.0)
+    except AssertionError:
+        fds = _daemon_usage(daemon)[0]
+        raise AssertionError(f"descriptors: {fds_after_first} after one round, {fds} now") from None
     fds, rss = _daemon_usage(daemon)
-    # A leak of one descriptor per container would show as 100 more; connections of
-    # threads that just ended are closed lazily, so allow a few either way.
-    assert fds - fds_after_first < PARALLEL // 10
     # A second identical round must not keep what the first one needed (threads'
     # arenas and caches settle after the first); 16 MB is far below one round's cost.
     assert rss - rss_after_first < 16 * 1024
