@@ -19,6 +19,7 @@ owners, link targets and file contents, never modification times.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import os
@@ -34,7 +35,15 @@ from moorage.errors import InvalidArgument, NotFound
 from moorage.store.archive_apply import extract_files
 from moorage.sys import libc
 
-__all__ = ["CopyPlan", "archive_reader", "copy_into", "extract_archive", "plan_copy", "resolve_in"]
+__all__ = [
+    "CopyPlan",
+    "archive_reader",
+    "copy_into",
+    "directory_in",
+    "extract_archive",
+    "plan_copy",
+    "resolve_in",
+]
 
 _IN_ROOT = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
 _GLOB = set("*?[")
@@ -216,7 +225,7 @@ class _Either:
         )
 
 
-def _open_dir(root_fd: int, path: str) -> int:
+def _open_dir_at(root_fd: int, path: str) -> int:
     """The directory ``path`` inside the root, made (0755, root's) where missing."""
     fd = os.dup(root_fd)
     for part in [p for p in path.split("/") if p]:
@@ -231,6 +240,21 @@ def _open_dir(root_fd: int, path: str) -> int:
         os.close(fd)
         fd = nxt
     return fd
+
+
+@contextlib.contextmanager
+def directory_in(rootfs: str, path: str) -> Iterator[int]:
+    """A descriptor of the directory ``path`` inside ``rootfs`` (resolved inside it,
+    made 0755 where missing), closed when the block ends."""
+    root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = _open_dir_at(root_fd, path)
+    finally:
+        os.close(root_fd)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def copy_into(plan: CopyPlan, rootfs: str) -> None:
@@ -250,15 +274,8 @@ def copy_into(plan: CopyPlan, rootfs: str) -> None:
                 elif info.isdir() or info.issym() or info.islnk():
                     tar.addfile(info)
         spool.seek(0)
-        root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            dest_fd = _open_dir(root_fd, plan.dest_dir)
-            try:
-                extract_files(spool, dest_fd, private=True)
-            finally:
-                os.close(dest_fd)
-        finally:
-            os.close(root_fd)
+        with directory_in(rootfs, plan.dest_dir) as dest_fd:
+            extract_files(spool, dest_fd, private=True)
 
 
 def archive_reader(path: str) -> Callable[[], BinaryIO] | None:
@@ -303,13 +320,5 @@ def extract_archive(
 ) -> None:
     """ADD of a local archive: its entries extracted into ``dest_dir`` of ``rootfs``,
     with the rules of every extraction here (nothing outside the root)."""
-    root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        dest_fd = _open_dir(root_fd, dest_dir)
-        try:
-            with open_archive() as stream:
-                extract_files(stream, dest_fd, owner=owner, private=True)
-        finally:
-            os.close(dest_fd)
-    finally:
-        os.close(root_fd)
+    with directory_in(rootfs, dest_dir) as dest_fd, open_archive() as stream:
+        extract_files(stream, dest_fd, owner=owner, private=True)

@@ -435,13 +435,8 @@ class Executor:
 
     @staticmethod
     def _ensure_dir(ws: Workspace, path: str) -> None:
-        from moorage.build.copy import _open_dir
-
-        fd = os.open(ws.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.close(_open_dir(fd, path))
-        finally:
-            os.close(fd)
+        with copying.directory_in(ws.path, path):
+            pass
 
     def _copy(self, stage: _Stage, copy: Copy | Add, done: dict[int, _Stage], graph: Any) -> None:
         if copy.contents:

@@ -38,13 +38,14 @@ from moorage.build.backend import RunProcess, Workspace
 from moorage.build.executor import BuildOptions, Executor
 from moorage.build.state import ImageState, Layer
 from moorage.errors import InvalidArgument, MoorageError, NotFound
+from moorage.sys import libc
 
 __all__ = ["BuildCache", "BuildRequest", "BuildService"]
 
 log = logging.getLogger(__name__)
 
 _CACHE_OWNER = "buildcache:"
-_IN_ROOT = 0x10 | 0x02  # RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS (moorage.sys.libc)
+_IN_ROOT = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
 
 
 @dataclass(frozen=True)
@@ -505,14 +506,17 @@ class BuildService:
     def _remove_files(rootfs: str, made: list[str]) -> None:
         """Remove the mount points :meth:`_place_files` made, resolving every path inside
         the root: the step may have replaced a directory with a symlink out of it."""
-        from moorage.sys import libc
-
         root = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for path in sorted(made, key=len, reverse=True):
                 parent, name = os.path.split(path)
                 try:
-                    fd = libc.openat2(root, parent or ".", os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
+                    fd = libc.openat2(
+                        root,
+                        parent or ".",
+                        os.O_PATH | os.O_DIRECTORY,
+                        _IN_ROOT,
+                    )
                 except OSError:
                     continue
                 try:
@@ -543,8 +547,6 @@ def _size_of(stream: BinaryIO) -> int | None:
 
 
 def _mount_context_tmpfs(directory: str, size: int | None) -> None:
-    from moorage.sys import libc
-
     if size is None or size > _TMPFS_CONTEXT_MAX:
         return
     limit = size + size // 4 + (16 << 20)  # the files, their inodes, some slack
@@ -554,8 +556,6 @@ def _mount_context_tmpfs(directory: str, size: int | None) -> None:
 
 
 def _unmount_context(directory: str) -> None:
-    from moorage.sys import libc
-
     with contextlib.suppress(OSError):
         libc.umount2(directory, libc.MNT_DETACH)
 
@@ -570,8 +570,6 @@ def _tree_size(top: str) -> int:
 
 
 def _exists_in_root(rootfs: str, path: str) -> bool:
-    from moorage.sys import libc
-
     root = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fd = libc.openat2(root, path, os.O_PATH | os.O_NOFOLLOW, _IN_ROOT)

@@ -21,12 +21,11 @@ from typing import Any, BinaryIO
 
 import pytest
 import zstandard
-from aiohttp import web
 
+from app_daemon import AppDaemon
 from moorage.api.build_context import encode_secrets
 from moorage.api.client import Client
 from moorage.api.docker.build import _Pipe
-from moorage.api.docker.server import build_app
 from moorage.engine.builds import BuildRequest
 from moorage.errors import FailedPrecondition, InvalidArgument, NotSupported, Unavailable
 
@@ -61,31 +60,6 @@ class FakeBuilds:
         return {"CachesDeleted": ["k1", "k2"], "SpaceReclaimed": 2048}
 
 
-class Daemon:
-    """The app on a unix socket, its event loop in a thread of its own."""
-
-    def __init__(self, engine: Any, path: Path) -> None:
-        self.path = str(path)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.runner = web.AppRunner(build_app(engine), access_log=None, shutdown_timeout=1.0)
-        self._call(self._start())
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(WAIT)
-
-    async def _start(self) -> None:
-        await self.runner.setup()
-        await web.UnixSite(self.runner, self.path).start()
-
-    def close(self) -> None:
-        self._call(self.runner.cleanup())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(WAIT)
-        self.loop.close()
-
-
 @pytest.fixture
 def builds() -> FakeBuilds:
     return FakeBuilds()
@@ -99,7 +73,7 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def client(tmp_path: Path, builds: FakeBuilds, root: Path) -> Iterator[Client]:
     engine = SimpleNamespace(builds=builds, config=SimpleNamespace(root=str(root)))
-    daemon = Daemon(engine, tmp_path / "moor.sock")
+    daemon = AppDaemon(engine, tmp_path / "moor.sock")
     try:
         yield Client(daemon.path, timeout=WAIT)
     finally:

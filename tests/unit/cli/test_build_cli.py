@@ -4,22 +4,19 @@ failed build, build args from the environment, secrets, -o, stdin contexts."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import subprocess
 import sys
 import tarfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, BinaryIO
 
 import pytest
-from aiohttp import web
 from click.testing import CliRunner, Result
 
-from moorage.api.docker.server import build_app
+from app_daemon import AppDaemon
 from moorage.cli import build as build_cli
 from moorage.cli.main import cli
 from moorage.engine.builds import BuildRequest
@@ -69,29 +66,6 @@ class FakeImages:
         yield f"{fmt} archive of {','.join(names)}".encode()
 
 
-class Daemon:
-    def __init__(self, engine: Any, path: Path) -> None:
-        self.path = str(path)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.runner = web.AppRunner(build_app(engine), access_log=None, shutdown_timeout=1.0)
-        self._call(self._start())
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(WAIT)
-
-    async def _start(self) -> None:
-        await self.runner.setup()
-        await web.UnixSite(self.runner, self.path).start()
-
-    def close(self) -> None:
-        self._call(self.runner.cleanup())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(WAIT)
-        self.loop.close()
-
-
 @pytest.fixture
 def engine(tmp_path: Path) -> SimpleNamespace:
     return SimpleNamespace(
@@ -103,7 +77,7 @@ def engine(tmp_path: Path) -> SimpleNamespace:
 
 @pytest.fixture
 def moor(tmp_path: Path, engine: SimpleNamespace) -> Iterator[Callable[..., Result]]:
-    daemon = Daemon(engine, tmp_path / "moor.sock")
+    daemon = AppDaemon(engine, tmp_path / "moor.sock")
 
     def run(*args: str, input: bytes | None = None) -> Result:
         return CliRunner(mix_stderr=False).invoke(

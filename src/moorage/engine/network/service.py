@@ -38,12 +38,12 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
 from moorage.engine.network import ipam, records
 from moorage.engine.network.dns import DnsServer, Records, host_nameservers
-from moorage.engine.network.ports import Binding, PortReservations, Reserved, parse_bindings
+from moorage.engine.network.ports import PortReservations, Reserved, parse_bindings
 from moorage.engine.network.records import BRIDGE, HOST, NULL, Endpoint, NetworkRecord
 from moorage.errors import Conflict, InvalidArgument, MoorageError, NotFound, NotSupported
 
@@ -644,11 +644,3 @@ def _address(text: str, what: str) -> IPv4Address:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-def subnets_of(networks: Iterable[NetworkRecord]) -> list[IPv4Network]:
-    return [r.addresses.subnet for r in networks if r.addresses is not None]
-
-
-# Re-exported for the container service's spec of published ports.
-__all__ += ["Binding"]
