@@ -263,3 +263,11 @@ def test_lint_warnings_are_listed_and_can_fail_the_build(
         InvalidArgument, match="lint violation found for rules: JSONArgsRecommended"
     ):
         _build(engine, {"Dockerfile": strict})
+
+
+def test_no_cache_runs_every_step_again(engine_factory: Callable[[], Engine]) -> None:
+    engine = engine_factory()
+    files: Files = {"Dockerfile": MULTI_STAGE, "hello.txt": "hello"}
+    _build(engine, files)
+    _, log = _build(engine, files, no_cache=True)
+    assert "Using cache" not in log.text

@@ -122,6 +122,7 @@ class Executor:
         stages = graph.stages_for(options.target)
         total = sum(1 + len(s.stage.instructions) for s in stages)
         self._step = 0
+        self._no_cache = options.no_cache
         self._total = total
         self._escape = df.escape
         done: dict[int, _Stage] = {}
@@ -276,11 +277,12 @@ class Executor:
 
     # --- steps with a root filesystem ---------------------------------------------
 
-    def _cached(self, key: str, options_no_cache: bool) -> ImageState | None:
-        if options_no_cache:
+    def _cached(self, key: str, *, announce: bool = True) -> ImageState | None:
+        """The cached result of step ``key`` (none with ``--no-cache``)."""
+        if self._no_cache:
             return None
         hit = self.cache.get(key)
-        if hit is not None:
+        if hit is not None and announce:
             self.emit({"stream": " ---> Using cache\n"})
         return hit
 
@@ -373,7 +375,7 @@ class Executor:
             json.dumps(sorted(bound_content)),
             json.dumps(sorted(tmpfs)),
         )
-        hit = self._cached(key, options.no_cache)
+        hit = self._cached(key)
         if hit is not None:
             stage.state = hit
             return
@@ -419,7 +421,7 @@ class Executor:
             config._replace(working_dir=path), self._history(stage, f"WORKDIR {path}", True)
         )
         key = self._key(stage, "WORKDIR-mkdir", path)
-        hit = self.cache.get(key)
+        hit = self._cached(key, announce=False)  # part of the WORKDIR step, not a step
         if hit is not None:
             stage.state = hit
             return
@@ -489,10 +491,9 @@ class Executor:
         except MoorageError as exc:
             raise copy.source.error(f"{verb} failed: {exc}") from None
         key = self._key(stage, verb, copy.chown, origin, plan.digest())
-        hit = self.cache.get(key)
+        hit = self._cached(key)
         created_by = f"{verb} {' '.join(copy.sources)} {copy.dest}"
         if hit is not None:
-            self.emit({"stream": " ---> Using cache\n"})
             stage.state = hit
             return
         # ADD unpacks a local tar archive (recognised by its content) into the destination.
