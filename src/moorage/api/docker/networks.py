@@ -189,13 +189,19 @@ def _endpoint_config(body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def _container_request(request: web.Request, what: str) -> tuple[dict[str, Any], str]:
+    """A connect or disconnect body, and the container it names (required)."""
+    body = await params.json_body(request, what)
+    container = _string(body, "Container", what)
+    if not container:
+        raise InvalidArgument(f"{what}: Container is required")
+    return body, container
+
+
 @routes.add("POST", "/networks/{id}/connect")
 async def connect_network(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
-    body = await params.json_body(request, "network connect request")
-    container = _string(body, "Container", "network connect request")
-    if not container:
-        raise InvalidArgument("network connect request: Container is required")
+    body, container = await _container_request(request, "network connect request")
     await asyncio.to_thread(
         engine.containers.connect_network,
         request.match_info["id"],
@@ -208,10 +214,7 @@ async def connect_network(request: web.Request) -> web.StreamResponse:
 @routes.add("POST", "/networks/{id}/disconnect")
 async def disconnect_network(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
-    body = await params.json_body(request, "network disconnect request")
-    container = _string(body, "Container", "network disconnect request")
-    if not container:
-        raise InvalidArgument("network disconnect request: Container is required")
+    body, container = await _container_request(request, "network disconnect request")
     await asyncio.to_thread(
         engine.containers.disconnect_network,
         request.match_info["id"],
