@@ -118,3 +118,55 @@ def test_the_docker_cli_builds_with_the_classic_builder(daemon: Daemon, context:
     )
     assert run.stdout.decode().splitlines()[0] == "hello from the base"
     daemon.moor("rmi", "docker-built:1")
+
+
+# --- the context read in place (moor as root) -------------------------------------------
+
+
+def test_a_context_in_place_keeps_dockerignore_and_owners(daemon: Daemon, tmp_path: Path) -> None:
+    ctx = tmp_path / "inplace"
+    (ctx / "src").mkdir(parents=True)
+    (ctx / "src" / "main.c").write_text("int main(void) { return 0; }\n")
+    (ctx / "src" / "private.key").write_text("never in the image\n")
+    (ctx / ".dockerignore").write_text("**/*.key\n")
+    os.chown(ctx / "src" / "main.c", 1234, 1234)  # a user's file: root's in the image
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\n"
+        "COPY src/ /src/\n"
+        "RUN --mount=type=bind,source=src,target=/mnt ls /mnt > /bound.txt\n"
+    )
+    out = _out(daemon.moor("build", "-t", "inplace:1", str(ctx)))
+    assert "Sending build context" not in out  # nothing was packed: read in place
+
+    listing = _out(daemon.moor("run", "--rm", "inplace:1", "sh", "-c",
+                               "ls /src; cat /bound.txt; stat -c '%u:%g' /src/main.c"))  # fmt: skip
+    assert listing.split() == ["main.c", "main.c", "0:0"]
+    assert (ctx / "src" / "private.key").exists()  # the build only read the directory
+    daemon.moor("rmi", "inplace:1")
+
+
+def test_a_context_in_place_and_a_sent_one_share_the_cache(daemon: Daemon, tmp_path: Path) -> None:
+    ctx = tmp_path / "shared"
+    ctx.mkdir()
+    (ctx / "app.txt").write_text("same content either way\n")
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY app.txt /app.txt\n")
+    daemon.moor("build", "-t", "shared:1", str(ctx))  # in place
+
+    sent = daemon.moor("build", "-t", "shared:2", "-", input=_tar_of(ctx))
+
+    assert "Using cache" in _out(sent)
+    daemon.moor("rmi", "shared:1", "shared:2")
+
+
+def _tar_of(directory: Path) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in sorted(directory.iterdir()):
+            info = tar.gettarinfo(str(path), arcname=path.name)
+            info.uid = info.gid = 0
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+    return buffer.getvalue()

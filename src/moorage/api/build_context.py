@@ -30,6 +30,17 @@ zstd, or a valid tar header in its first 512 bytes) and a lone Dockerfile otherw
 which is then sent as a one-file context. An archive is passed on as it comes (the
 daemon decompresses); only the 512 bytes needed to decide are read ahead.
 
+A context in place (Moorage's, for ``moor build`` as root on the daemon's machine): the
+client sends no tar but the header :data:`CONTEXT_DIR_HEADER` with the context
+directory's real path, and the daemon reads the context where it is, as BuildKit reads
+a client's files only as the build needs them: no archive of the whole tree is made,
+sent and unpacked for every build. The daemon says it can in its ``/_ping`` headers
+(:data:`FEATURES_HEADER` lists :data:`CONTEXT_DIR_FEATURE`), and declines a request
+(HTTP 501, message starting with :data:`CONTEXT_DIR_DECLINED`) unless the client is
+root in the daemon's own mount namespace, on its unix socket; the client then sends
+the tar. :func:`context_in_place` says when a context qualifies: a directory whose
+Dockerfile is inside it.
+
 Secrets (``moor build --secret``): the classic API has no way to send them, so Moorage
 adds one header, :data:`SECRETS_HEADER`, whose value is the standard base64 of a JSON
 object mapping each secret's id to the base64 of its content (:func:`encode_secrets`,
@@ -54,11 +65,16 @@ from typing import Any, BinaryIO, NamedTuple, cast
 from moorage.errors import InvalidArgument, NotFound
 
 __all__ = [
+    "CONTEXT_DIR_DECLINED",
+    "CONTEXT_DIR_FEATURE",
+    "CONTEXT_DIR_HEADER",
     "DEFAULT_DOCKERFILE",
+    "FEATURES_HEADER",
     "SECRETS_HEADER",
     "PackedContext",
     "compression_of",
     "context_from_reader",
+    "context_in_place",
     "decode_secrets",
     "encode_secrets",
     "pack_context",
@@ -68,6 +84,10 @@ __all__ = [
 
 DEFAULT_DOCKERFILE = "Dockerfile"
 SECRETS_HEADER = "X-Moorage-Build-Secrets"
+CONTEXT_DIR_HEADER = "X-Moorage-Context-Dir"
+FEATURES_HEADER = "Moorage-Features"
+CONTEXT_DIR_FEATURE = "build-context-dir"
+CONTEXT_DIR_DECLINED = "build context in place declined"
 _BLOCK = tarfile.BLOCKSIZE
 _CHUNK = 1024 * 1024
 _HEADER_PEEK = 512  # one tar header: what the docker CLI peeks at on stdin
@@ -153,6 +173,20 @@ def pack_context(
         out.close()
         raise
     return PackedContext(out, extra[0] if extra else cast(str, inside))
+
+
+def context_in_place(
+    context_dir: str | os.PathLike[str], dockerfile: str | None = None
+) -> tuple[str, str] | None:
+    """(the context's real path, the Dockerfile's path in it) when the daemon can read
+    this context in place (see the module doc); None when it has to be packed: a
+    Dockerfile outside the context, or a context that is no directory (packing it
+    says what is wrong)."""
+    root = os.path.realpath(context_dir)
+    if not os.path.isdir(root):
+        return None
+    _, inside, _ = _locate_dockerfile(root, dockerfile)
+    return (root, inside) if inside is not None else None
 
 
 def _locate_dockerfile(root: str, dockerfile: str | None) -> tuple[str, str | None, bytes | None]:

@@ -15,24 +15,28 @@ copied as it is, symlinks as symlinks. Docker's rules:
 
 The cache key of a copy is a digest of what would be copied: paths, types, modes,
 owners, link targets and file contents, never modification times.
+
+The copy itself goes from file to file (no archive in between) with the rules of an
+extraction: every path resolved inside the target root, what is in the way replaced.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fnmatch
 import hashlib
 import os
 import stat
-import tarfile
-import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, cast
 
 from moorage.build.dockerignore import PatternMatcher
 from moorage.errors import InvalidArgument, NotFound
-from moorage.store.archive_apply import extract_files
+from moorage.store.archive_apply import copy_tree_entries, extract_files
 from moorage.sys import libc
 
 __all__ = [
@@ -46,6 +50,8 @@ __all__ = [
 ]
 
 _IN_ROOT = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
+_DIR_PATH = os.O_PATH | os.O_DIRECTORY
+_MAX_LINKS = 40  # the kernel's own limit for one path
 _GLOB = set("*?[")
 
 
@@ -74,14 +80,59 @@ class CopyPlan:
         for entry in self.entries:
             st = os.lstat(entry.source)
             h.update(f"{entry.target}\0{st.st_mode:o}\0".encode())
+            if self.owner is None:  # the copies keep the sources' owners
+                h.update(f"{st.st_uid}:{st.st_gid}\0".encode())
             if stat.S_ISLNK(st.st_mode):
                 h.update(os.readlink(entry.source).encode() + b"\0")
             elif stat.S_ISREG(st.st_mode):
-                with open(entry.source, "rb") as f:
-                    while chunk := f.read(1 << 20):
-                        h.update(chunk)
-                h.update(b"\0")
+                h.update(_content_digest(entry.source, st) + b"\0")
         return h.hexdigest()
+
+
+# (device, inode) -> (size, mtime ns, ctime ns, sha256 of the content). A rebuild from a
+# context read in place hashes only the files that changed since: any write changes
+# ctime, which nothing can set back. Bounded, oldest out first.
+_DIGESTS: collections.OrderedDict[tuple[int, int], tuple[int, int, int, bytes]] = (
+    collections.OrderedDict()
+)
+_DIGESTS_MAX = 200_000
+_DIGESTS_LOCK = threading.Lock()
+_RACY_NS = 100_000_000
+
+
+def _content_digest(path: str, st: os.stat_result) -> bytes:
+    key = (st.st_dev, st.st_ino)
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    with _DIGESTS_LOCK:
+        known = _DIGESTS.get(key)
+    if known is not None and known[:3] == stamp:
+        return known[3]
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        opened = os.fstat(fd)
+        h = hashlib.sha256()
+        with open(fd, "rb", closefd=False) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    digest = h.digest()
+    # Kept only when nothing changed the file while it was read, and not when it changed
+    # just now: file times come from a clock that ticks every few milliseconds, so a
+    # second write in the same tick would not show (git's "racy" entries, the same way).
+    unchanged = (opened.st_ino, opened.st_ctime_ns, after.st_ctime_ns) == (
+        st.st_ino,
+        stamp[2],
+        stamp[2],
+    )
+    if unchanged and time.time_ns() - stamp[2] > _RACY_NS:
+        with _DIGESTS_LOCK:
+            _DIGESTS[key] = (*stamp, digest)
+            _DIGESTS.move_to_end(key)
+            while len(_DIGESTS) > _DIGESTS_MAX:
+                _DIGESTS.popitem(last=False)
+    return digest
 
 
 def resolve_in(root: str, path: str) -> str:
@@ -226,20 +277,42 @@ class _Either:
 
 
 def _open_dir_at(root_fd: int, path: str) -> int:
-    """The directory ``path`` inside the root, made (0755, root's) where missing."""
-    fd = os.dup(root_fd)
-    for part in [p for p in path.split("/") if p]:
+    """The directory ``path`` inside the root, made (0755, root's) where missing.
+
+    Every prefix is resolved from the root, so that a symlink (absolute or relative)
+    anywhere on the way stays inside it; a symlink to a place that does not exist yet
+    has that place made, as Docker's copy does."""
+    parts = [p for p in path.split("/") if p]
+    links = 0
+    done = 0
+    while done < len(parts):
         try:
-            nxt = libc.openat2(fd, part, os.O_RDONLY | os.O_DIRECTORY, _IN_ROOT)
+            os.close(libc.openat2(root_fd, "/".join(parts[: done + 1]), _DIR_PATH, _IN_ROOT))
+            done += 1
+            continue
         except FileNotFoundError:
-            os.mkdir(part, 0o755, dir_fd=fd)
-            nxt = libc.openat2(fd, part, os.O_RDONLY | os.O_DIRECTORY, _IN_ROOT)
+            pass
         except NotADirectoryError:
-            os.close(fd)
-            raise InvalidArgument(f"cannot copy to {path}: {part} is not a directory") from None
-        os.close(fd)
-        fd = nxt
-    return fd
+            raise InvalidArgument(
+                f"cannot copy to {path}: {parts[done]} is not a directory"
+            ) from None
+        parent = libc.openat2(root_fd, "/".join(parts[:done]) or ".", _DIR_PATH, _IN_ROOT)
+        try:
+            try:
+                os.mkdir(parts[done], 0o755, dir_fd=parent)
+                done += 1
+                continue
+            except FileExistsError:
+                target = os.readlink(parts[done], dir_fd=parent)  # dangling: go where it points
+        finally:
+            os.close(parent)
+        links += 1
+        if links > _MAX_LINKS:
+            raise InvalidArgument(f"cannot copy to {path}: too many levels of symbolic links")
+        base = [] if target.startswith("/") else parts[:done]
+        parts = base + [p for p in target.split("/") if p] + parts[done + 1 :]
+        done = 0
+    return libc.openat2(root_fd, "/".join(parts) or ".", os.O_RDONLY | os.O_DIRECTORY, _IN_ROOT)
 
 
 @contextlib.contextmanager
@@ -257,25 +330,18 @@ def directory_in(rootfs: str, path: str) -> Iterator[int]:
         os.close(fd)
 
 
-def copy_into(plan: CopyPlan, rootfs: str) -> None:
-    """Put what ``plan`` selects into the root filesystem ``rootfs``."""
-    with tempfile.TemporaryFile() as spool:
-        with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for entry in plan.entries:
-                info = tar.gettarinfo(entry.source, arcname=entry.target)
-                if plan.owner is not None:
-                    info.uid, info.gid = plan.owner
-                    info.uname = info.gname = ""
-                if plan.mode is not None:
-                    info.mode = plan.mode
-                if info.isreg():
-                    with open(entry.source, "rb") as f:
-                        tar.addfile(info, f)
-                elif info.isdir() or info.issym() or info.islnk():
-                    tar.addfile(info)
-        spool.seek(0)
-        with directory_in(rootfs, plan.dest_dir) as dest_fd:
-            extract_files(spool, dest_fd, private=True)
+def copy_into(plan: CopyPlan, rootfs: str, *, keep_xattrs: bool = False) -> None:
+    """Put what ``plan`` selects into the root filesystem ``rootfs`` (extended
+    attributes too with ``keep_xattrs``: a copy from another stage keeps file
+    capabilities, as BuildKit's does)."""
+    with directory_in(rootfs, plan.dest_dir) as dest_fd:
+        copy_tree_entries(
+            ((entry.source, entry.target) for entry in plan.entries),
+            dest_fd,
+            owner=plan.owner,
+            mode=plan.mode,
+            keep_xattrs=keep_xattrs,
+        )
 
 
 def archive_reader(path: str) -> Callable[[], BinaryIO] | None:

@@ -105,12 +105,19 @@ class Executor:
         context: str,
         emit: Emit,
         ignore: PatternMatcher | None = None,
+        *,
+        scratch: str | None = None,
     ) -> None:
+        """``scratch``: a private directory, given when ``context`` is a directory read
+        in place (not a copy made for this build). What a RUN step binds from the
+        context is then copied there first, so that it sees what .dockerignore leaves
+        in, and nothing it does or sees depends on the directory changing meanwhile."""
         self.backend = backend
         self.cache = cache
         self.context = context
         self.emit = emit
         self.ignore = ignore
+        self.scratch = scratch
 
     # --- the whole build ---------------------------------------------------------
 
@@ -346,9 +353,12 @@ class Executor:
                 source = mount.source or "."
                 try:
                     host = copying.resolve_in(self.context, source)
-                    digest = copying.plan_copy(
+                    plan = copying.plan_copy(
                         self.context, [source], "/bound/", workdir="/", ignore=self.ignore
-                    ).digest()
+                    )
+                    digest = plan.digest()
+                    if self.scratch is not None:
+                        host = self._private_copy(plan, host)
                 except MoorageError as exc:
                     raise run.source.error(f"RUN --mount=type=bind: {exc}") from None
                 binds[target] = (host, True)
@@ -402,6 +412,19 @@ class Executor:
             layer = self.backend.layer_of(ws, stage.epoch)
         stage.state = self._with(stage, layer, created_by)
         self.cache.put(key, stage.state)
+
+    def _private_copy(self, plan: copying.CopyPlan, host: str) -> str:
+        """What ``plan`` selects from the context, copied under the scratch directory;
+        the path to bind (a file's own path when the source is one file)."""
+        assert self.scratch is not None
+        import tempfile
+
+        root = tempfile.mkdtemp(prefix="bind-", dir=self.scratch)
+        os.chmod(root, 0o755)
+        copying.copy_into(plan, root)
+        if os.path.isdir(host):
+            return os.path.join(root, "bound")
+        return os.path.join(root, "bound", plan.entries[0].target)
 
     def _with(self, stage: _Stage, layer: Any, created_by: str) -> ImageState:
         history = self._history(stage, created_by, layer is None)
@@ -476,14 +499,16 @@ class Executor:
         origin: str,
     ) -> None:
         config = stage.state.container_config
-        owner = None
+        # Files from the context are root's in the image (Docker's rule); from a stage
+        # or an image they keep their owners.
+        owner = (0, 0) if origin == "context" else None
         try:
             plan = copying.plan_copy(
                 root,
                 copy.sources,
                 copy.dest,
                 workdir=config.working_dir or "/",
-                owner=None,
+                owner=owner,
                 mode=mode,
                 excludes=copy.excludes,
                 ignore=ignore,
@@ -507,14 +532,17 @@ class Executor:
                         archives.append(reader)
                         entries.remove(entry)
         with self.backend.workspace(stage.state) as ws:
+            chown: tuple[int, int] | None = None
             if copy.chown:
                 try:
-                    owner = self.backend.lookup_user(ws, copy.chown)
+                    chown = owner = self.backend.lookup_user(ws, copy.chown)
                 except MoorageError as exc:
                     raise copy.source.error(f"{verb} --chown: {exc}") from None
             if entries:
                 copying.copy_into(
-                    copying.CopyPlan(plan.dest_dir, tuple(entries), owner, plan.mode), ws.path
+                    copying.CopyPlan(plan.dest_dir, tuple(entries), owner, plan.mode),
+                    ws.path,
+                    keep_xattrs=origin != "context",
                 )
             dest = (
                 copy.dest
@@ -523,7 +551,7 @@ class Executor:
             )
             for reader in archives:
                 try:
-                    copying.extract_archive(reader, ws.path, os.path.normpath(dest), owner)
+                    copying.extract_archive(reader, ws.path, os.path.normpath(dest), chown)
                 except MoorageError as exc:
                     raise copy.source.error(f"{verb} failed: {exc}") from None
             layer = self.backend.layer_of(ws, stage.epoch)

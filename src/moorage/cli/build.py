@@ -13,6 +13,7 @@ which is not a dependency, so every mode prints plain for now.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 from collections.abc import Mapping
@@ -205,6 +206,8 @@ def run_build(
     headers: dict[str, str],
     out: IO[str],
     quiet: bool,
+    *,
+    announce: bool = True,
 ) -> str:
     """POST the build and print its messages to ``out`` as they come (nothing with
     ``quiet``); the image id. :class:`BuildFailed` for an error in the stream, after
@@ -212,7 +215,7 @@ def run_build(
     held: list[str] = []
 
     def sent(size: int) -> None:
-        if not quiet:
+        if not quiet and announce:
             out.write(f"Sending build context to Docker daemon  {_size(size)}\n")
             out.flush()
 
@@ -241,6 +244,50 @@ def run_build(
     if not image_id and quiet and held:
         image_id = "".join(held).strip()  # the daemon's q=1 answer: the id alone
     return image_id
+
+
+def _client_is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _build_in_place(
+    c: Any,
+    context: str,
+    dockerfile: str | None,
+    params: dict[str, Any],
+    headers: dict[str, str],
+    quiet: bool,
+) -> str | None:
+    """The build with the context read in place by the daemon, when this client is
+    root, the daemon can, and the context qualifies (see
+    :mod:`moorage.api.build_context`); None when the context has to be sent."""
+    from moorage.api import build_context
+
+    if context == "-" or dockerfile == "-" or not _client_is_root():
+        return None
+    place = build_context.context_in_place(context, dockerfile)
+    if place is None:
+        return None
+    ping = c.request("HEAD", "/_ping")
+    ping.read()
+    features = ping.headers.get(build_context.FEATURES_HEADER.lower(), "")
+    if build_context.CONTEXT_DIR_FEATURE not in features.split(","):
+        return None
+    root, inside = place
+    try:
+        return run_build(
+            c,
+            io.BytesIO(b""),
+            {**params, "dockerfile": inside},
+            {**headers, build_context.CONTEXT_DIR_HEADER: root},
+            sys.stdout,
+            quiet,
+            announce=False,
+        )
+    except NotSupported as exc:
+        if str(exc).startswith(build_context.CONTEXT_DIR_DECLINED):
+            return None
+        raise
 
 
 def _text_of(message: dict[str, Any]) -> str:
@@ -335,16 +382,8 @@ def build_cmd(
     if iidfile:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(iidfile)  # no stale id when this build fails
-    stdin = sys.stdin.buffer
-    if context == "-":
-        packed = build_context.context_from_reader(stdin, dockerfile)
-    elif dockerfile == "-":
-        packed = build_context.pack_context(context, dockerfile_content=stdin.read())
-    else:
-        packed = build_context.pack_context(context, dockerfile)
     params: dict[str, Any] = {
         "version": "1",
-        "dockerfile": packed.dockerfile,
         "t": list(tags) or None,
         "q": quiet,
         "nocache": no_cache,
@@ -358,8 +397,18 @@ def build_cmd(
     }
     c = _client(ctx)
     try:
-        with packed.file:
-            image_id = run_build(c, packed.file, params, headers, sys.stdout, quiet)
+        image_id = _build_in_place(c, context, dockerfile, params, headers, quiet)
+        if image_id is None:
+            stdin = sys.stdin.buffer
+            if context == "-":
+                packed = build_context.context_from_reader(stdin, dockerfile)
+            elif dockerfile == "-":
+                packed = build_context.pack_context(context, dockerfile_content=stdin.read())
+            else:
+                packed = build_context.pack_context(context, dockerfile)
+            with packed.file:
+                params["dockerfile"] = packed.dockerfile
+                image_id = run_build(c, packed.file, params, headers, sys.stdout, quiet)
     except BuildFailed as exc:
         _fail(str(exc), exc.code)
     if quiet:

@@ -38,6 +38,7 @@ from moorage.build.backend import RunProcess, Workspace
 from moorage.build.executor import BuildOptions, Executor
 from moorage.build.state import ImageState, Layer
 from moorage.errors import InvalidArgument, MoorageError, NotFound
+from moorage.oci.image import chain_id_above
 from moorage.sys import libc
 
 __all__ = ["BuildCache", "BuildRequest", "BuildService"]
@@ -121,6 +122,10 @@ class BuildCache:
 class _Workspace:
     path: str
     key: str
+    parent: str  # the chain id of the layers below, "" for none
+    # The chain id this workspace's snapshot becomes once a layer was taken from it:
+    # the next step then starts from it instead of unpacking that layer again.
+    commit_as: str | None = None
 
 
 class _Backend:
@@ -173,13 +178,20 @@ class _Backend:
         try:
             snapshots.prepare(key, parent or None)
             mount_all(snapshots.mounts(key), path)
+            workspace = _Workspace(path, key, parent)
             try:
-                yield _Workspace(path, key)
+                yield workspace
             finally:
                 unmount(path)
+            if workspace.commit_as is not None and not self.images.has_snapshot(
+                workspace.commit_as
+            ):
+                with contextlib.suppress(MoorageError):  # another build's, made meanwhile
+                    snapshots.commit(workspace.commit_as, key)
         finally:
             with contextlib.suppress(MoorageError):
-                snapshots.remove(key)
+                if snapshots.stat(key).kind == "active":
+                    snapshots.remove(key)
             self.images.db.remove_root("snapshot", key, owner)
             with contextlib.suppress(OSError):
                 os.rmdir(path)
@@ -204,6 +216,7 @@ class _Backend:
                 return None
             spool.seek(0)
             stored = self.images.store_layer(spool, self.lease)
+        workspace.commit_as = str(chain_id_above(workspace.parent, stored.diff_id))
         return Layer(stored.descriptor, stored.diff_id)
 
     def _copy_diff(self, workspace: _Workspace, out: IO[bytes], epoch: int) -> Any:
@@ -268,25 +281,36 @@ class BuildService:
     # --- a build -----------------------------------------------------------------------
 
     def build(
-        self, context: BinaryIO, request: BuildRequest, emit: Callable[[dict[str, Any]], None]
+        self,
+        context: BinaryIO | None,
+        request: BuildRequest,
+        emit: Callable[[dict[str, Any]], None],
+        *,
+        context_dir: str | None = None,
     ) -> str:
+        """Build from ``context`` (a tar), or from the directory ``context_dir`` read in
+        place (it is only read, and what .dockerignore excludes stays out of reach)."""
+        from moorage.build.copy import resolve_in
         from moorage.build.dockerignore import load_matcher
 
         if request.platform and request.platform.split("/")[0] != "linux":
             raise InvalidArgument(f'platform "{request.platform}": only linux is supported')
         work = tempfile.mkdtemp(prefix="build-", dir=os.path.join(self.root, "work"))
         try:
-            context_dir = os.path.join(work, "context")
-            os.mkdir(context_dir, 0o700)
-            _mount_context_tmpfs(context_dir, _size_of(context))
-            self._extract_context(context, context_dir)
+            in_place = context_dir is not None
+            if context_dir is None:
+                assert context is not None
+                context_dir = os.path.join(work, "context")
+                os.mkdir(context_dir, 0o700)
+                _mount_context_tmpfs(context_dir, _size_of(context))
+                self._extract_context(context, context_dir)
             dockerfile = os.path.normpath(request.dockerfile or "Dockerfile")
             if dockerfile.startswith("..") or os.path.isabs(dockerfile):
                 raise InvalidArgument(f"dockerfile {request.dockerfile}: outside the context")
             try:
-                with open(os.path.join(context_dir, dockerfile), "rb") as f:
+                with open(resolve_in(context_dir, dockerfile), "rb") as f:
                     text = f.read()
-            except FileNotFoundError:
+            except (NotFound, FileNotFoundError, IsADirectoryError):
                 raise InvalidArgument(
                     f"Cannot locate specified Dockerfile: {request.dockerfile}"
                 ) from None
@@ -303,9 +327,15 @@ class BuildService:
             )
             with self.images.leases.lease(labels={"moorage.build": "1"}) as lease:
                 backend = _Backend(self, work, lease)
-                state = Executor(backend, self.cache, context_dir, emit, ignore).build(
-                    text, options
+                executor = Executor(
+                    backend,
+                    self.cache,
+                    context_dir,
+                    emit,
+                    ignore,
+                    scratch=work if in_place else None,
                 )
+                state = executor.build(text, options)
                 stored = [self._stored(layer) for layer in state.layers]
                 image_id = self.images.store_built(state.config, stored, request.tags)
         finally:

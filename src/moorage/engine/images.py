@@ -418,7 +418,7 @@ class ImageService:
         plan: list[tuple[Descriptor, Digest, str, str | None]] = []
         parent: str | None = None
         for layer, diff_id, chain in zip(layers, diff_ids, chain_ids(diff_ids), strict=True):
-            if not self._committed(str(chain)):
+            if not self.has_snapshot(str(chain)):
                 plan.append((layer, diff_id, str(chain), parent))
             parent = str(chain)
         if len(plan) > 1 and self.snapshots.whiteout_mode == "overlay":
@@ -482,7 +482,7 @@ class ImageService:
                 f"expected {diff_id}, got {stream.diff_id}"
             )
 
-    def _committed(self, key: str) -> bool:
+    def has_snapshot(self, key: str) -> bool:
         try:
             return bool(self.snapshots.stat(key).kind == "committed")
         except NotFound:

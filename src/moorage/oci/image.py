@@ -432,12 +432,15 @@ def chain_ids(diff_ids: Sequence[Digest]) -> list[Digest]:
     """
     chain: list[Digest] = []
     for diff_id in diff_ids:
-        if not chain:
-            chain.append(diff_id)
-        else:
-            text = f"{chain[-1]} {diff_id}".encode()
-            chain.append(Digest("sha256:" + hashlib.sha256(text).hexdigest()))
+        chain.append(chain_id_above(chain[-1] if chain else "", diff_id))
     return chain
+
+
+def chain_id_above(parent: str, diff_id: Digest) -> Digest:
+    """The ChainID of ``diff_id`` applied on the stack named ``parent`` ("" for none)."""
+    if not parent:
+        return diff_id
+    return Digest("sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest())
 
 
 def referenced_digests(raw: bytes, media_type: str | None) -> list[Digest]:

@@ -71,6 +71,7 @@ import logging
 import os
 import stat
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, Final, Literal
 
@@ -91,6 +92,7 @@ __all__ = [
     "ApplyStats",
     "Whiteouts",
     "apply_layer",
+    "copy_tree_entries",
     "extract_files",
     "is_private",
     "keep_xattr",
@@ -826,3 +828,107 @@ def extract_files(
         extractor.run(tar)
     extractor.finish()
     return ApplyStats(files=extractor.files, bytes=extractor.bytes)
+
+
+# --------------------------------------------------------------------------- tree copies
+
+
+class _SourcedInfo(tarfile.TarInfo):
+    """An entry of a tree copy: a tar header made from a host file, and that file."""
+
+    __slots__ = ("source",)
+    source: str
+
+
+@dataclass
+class _TreeCopier(_FileExtractor):
+    """A build's COPY without a tar in between: entries are made from host files with
+    every rule of :class:`_FileExtractor` (resolved inside the target, existing entries
+    replaced as an extraction would), and file data goes from file to file in the
+    kernel (sendfile)."""
+
+    keep_xattrs: bool = False
+    links: dict[tuple[int, int], str] = field(default_factory=dict)
+
+    def member_of(self, source: str, target: str, mode: int | None) -> _SourcedInfo | None:
+        st = os.lstat(source)
+        member = _SourcedInfo(target)
+        member.source = source
+        member.mode = stat.S_IMODE(st.st_mode) if mode is None else mode
+        member.uid, member.gid = st.st_uid, st.st_gid
+        member.mtime = st.st_mtime_ns / 1_000_000_000
+        if stat.S_ISREG(st.st_mode):
+            first = self.links.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
+            if first is not None:
+                member.type, member.linkname = tarfile.LNKTYPE, first
+                return member
+            if st.st_nlink > 1:
+                self.links[st.st_dev, st.st_ino] = target
+            member.type, member.size = tarfile.REGTYPE, st.st_size
+        elif stat.S_ISDIR(st.st_mode):
+            member.type = tarfile.DIRTYPE
+        elif stat.S_ISLNK(st.st_mode):
+            member.type, member.linkname = tarfile.SYMTYPE, os.readlink(source)
+        else:
+            return None  # sockets, fifos and devices are not copied (Docker's COPY)
+        if self.keep_xattrs and member.type != tarfile.SYMTYPE:
+            self._read_xattrs(member)
+        return member
+
+    @staticmethod
+    def _read_xattrs(member: _SourcedInfo) -> None:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        fd = os.open(member.source, flags)
+        headers: dict[str, str] = {}
+        try:
+            for key in fsops.flistxattr(fd):
+                value = fsops.fgetxattr(fd, key)
+                if value is not None and keep_xattr(key):
+                    headers[PAX_XATTR_PREFIX + key] = value.decode("utf-8", "surrogateescape")
+        finally:
+            os.close(fd)
+        member.pax_headers = headers
+
+    def _copy(self, tar: Any, member: tarfile.TarInfo, fd: int) -> int:
+        assert isinstance(member, _SourcedInfo)
+        source = os.open(member.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            copied = 0
+            while copied < member.size:
+                sent = os.sendfile(fd, source, None, min(member.size - copied, 1 << 30))
+                if sent == 0:
+                    break
+                copied += sent
+            if copied != member.size or os.read(source, 1):
+                raise FailedPrecondition(f"{member.source}: changed while being copied")
+        finally:
+            os.close(source)
+        return copied
+
+
+def copy_tree_entries(
+    entries: Iterable[tuple[str, str]],
+    target_fd: int,
+    *,
+    owner: tuple[int, int] | None = None,
+    mode: int | None = None,
+    keep_xattrs: bool = False,
+    private: bool = True,
+) -> ApplyStats:
+    """Copy host files into the open directory ``target_fd``: each ``(source, target)``
+    pair puts the file, directory or symlink ``source`` (never followed) at ``target``,
+    a path relative to the directory, which is resolved inside it. The rules are
+    :func:`extract_files`'s, as if the entries had come in a tar: ``owner`` (uid, gid)
+    and ``mode`` override the sources' for every entry; files hard-linked to each other
+    stay linked; sockets, fifos and devices are left out; extended attributes are
+    copied only with ``keep_xattrs``."""
+    copier = _TreeCopier(target_fd, "delete", True, private, owner=owner, keep_xattrs=keep_xattrs)
+    for source, target in entries:
+        try:
+            member = copier.member_of(source, target, mode)
+        except OSError as exc:
+            raise _translate(target, exc) from exc
+        if member is not None:
+            copier.entry(None, member)
+    copier.finish()
+    return ApplyStats(files=copier.files, bytes=copier.bytes)

@@ -68,9 +68,13 @@ class Writable(Protocol):
     def write(self, data: bytes, /) -> int: ...
 
 
-# Fixed defaults: part of what makes a build reproducible. gzip 6 is what Docker and
-# containerd write; zstd 3 is the library's own default.
-DEFAULT_LEVELS: Final[dict[str, int]] = {"gzip": 6, "zstd": 3}
+# Fixed defaults: part of what makes a build reproducible. zstd 3 is the library's own
+# default. gzip by default is ISA-L's level 2 (its own default), not zlib's: 5 to 10
+# times zlib 6's speed (what Docker writes) for 10-15% more bytes on text, and zlib's
+# speed was most of the cost of a build step that copies a few megabytes. An explicit
+# gzip level (0-9) is zlib's.
+DEFAULT_LEVELS: Final[dict[str, int]] = {"zstd": 3}
+ISAL_GZIP_LEVEL: Final = 2
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
@@ -305,7 +309,8 @@ def compressor(
 ) -> Iterator[BinaryIO]:
     """A writer that compresses into ``out``; the stream is finished when the block ends.
 
-    ``algo`` ``None`` writes through. ``level`` defaults to :data:`DEFAULT_LEVELS`.
+    ``algo`` ``None`` writes through. ``level`` defaults to :data:`DEFAULT_LEVELS` (for
+    gzip: ISA-L at :data:`ISAL_GZIP_LEVEL`, see there).
     The output depends only on the input, the algorithm and the level (and the zlib
     or libzstd version): no timestamps, no file names. ``out`` is left open.
     """
@@ -313,12 +318,20 @@ def compressor(
         yield cast(BinaryIO, out)
         return
     if algo == "gzip":
-        lvl = DEFAULT_LEVELS["gzip"] if level is None else level
-        if not 0 <= lvl <= 9:
-            raise InvalidArgument(f"invalid gzip level: {lvl}")
         # filename "" keeps out's own name out of the header; mtime 0 keeps the clock out.
         sink = cast(BinaryIO, out)
-        with gzip.GzipFile(filename="", mode="wb", compresslevel=lvl, fileobj=sink, mtime=0) as gz:
+        if level is None:
+            fast = igzip.IGzipFile(  # type: ignore[no-untyped-call]
+                filename="", mode="wb", compresslevel=ISAL_GZIP_LEVEL, fileobj=sink, mtime=0
+            )
+            with fast:
+                yield cast(BinaryIO, fast)
+            return
+        if not 0 <= level <= 9:
+            raise InvalidArgument(f"invalid gzip level: {level}")
+        with gzip.GzipFile(
+            filename="", mode="wb", compresslevel=level, fileobj=sink, mtime=0
+        ) as gz:
             yield cast(BinaryIO, gz)
         return
     if algo == "zstd":

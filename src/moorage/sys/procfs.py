@@ -1,9 +1,22 @@
-"""Reading /proc: process stat and status, mount tables, open descriptors."""
+"""Reading /proc: process stat and status, mount tables, open descriptors; who is at the
+other end of a unix socket and whether it shares our mount namespace."""
 
 import os
+import socket
+import struct
 from typing import NamedTuple
 
-__all__ = ["MountInfo", "ProcStat", "mountinfo", "open_fds", "stat", "status"]
+__all__ = [
+    "MountInfo",
+    "PeerCredentials",
+    "ProcStat",
+    "mountinfo",
+    "open_fds",
+    "peer_credentials",
+    "shares_mount_namespace",
+    "stat",
+    "status",
+]
 
 
 class ProcStat(NamedTuple):
@@ -94,3 +107,26 @@ def mountinfo(pid: int | str = "self") -> list[MountInfo]:
 
 def open_fds(pid: int | str = "self") -> list[int]:
     return sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
+
+
+class PeerCredentials(NamedTuple):
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: socket.socket) -> PeerCredentials:
+    """SO_PEERCRED of a connected unix socket: who is at the other end."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return PeerCredentials(pid, uid, gid)
+
+
+def shares_mount_namespace(pid: int) -> bool:
+    """Whether process ``pid`` sees the same mounts as this one (False when it is gone)."""
+    try:
+        theirs = os.stat(f"/proc/{pid}/ns/mnt")
+        ours = os.stat("/proc/self/ns/mnt")
+    except OSError:
+        return False
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)

@@ -40,6 +40,7 @@ class FakeBuilds:
     def __init__(self) -> None:
         self.requests: list[BuildRequest] = []
         self.contexts: list[bytes] = []
+        self.context_dirs: list[str] = []
         self.script: Callable[[Emit], str] = self._default
         self.pruned: list[dict[str, Any]] = []
 
@@ -50,9 +51,20 @@ class FakeBuilds:
         emit({"stream": "Successfully built abababababab\n"})
         return IMAGE_ID
 
-    def build(self, context: BinaryIO, request: BuildRequest, emit: Emit) -> str:
+    def build(
+        self,
+        context: BinaryIO | None,
+        request: BuildRequest,
+        emit: Emit,
+        *,
+        context_dir: str | None = None,
+    ) -> str:
         self.requests.append(request)
-        self.contexts.append(context.read())
+        if context_dir is not None:
+            self.context_dirs.append(context_dir)
+        else:
+            assert context is not None
+            self.contexts.append(context.read())
         return self.script(emit)
 
     def prune(self, *, all: bool = False, filters: Any = None) -> dict[str, Any]:
@@ -394,3 +406,52 @@ def test_the_error_line_is_json_docker_reads(client: Client, builds: FakeBuilds)
     raw = client.request("POST", "/build", body=_tar()).read()
     last = raw.rstrip(b"\r\n").split(b"\r\n")[-1]
     assert json.loads(last)["error"] == 'quote " and newline\n'
+
+
+# --- a context in place ---------------------------------------------------------------
+
+
+def test_a_root_client_in_our_mount_namespace_builds_in_place(
+    client: Client, builds: FakeBuilds, tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the client of this test is not root")
+    context = tmp_path / "ctx"
+    context.mkdir()
+
+    _build(client, body=b"", headers={"X-Moorage-Context-Dir": str(context)})
+
+    assert builds.context_dirs == [str(context)]
+    assert builds.contexts == []
+
+
+def test_a_context_in_place_is_declined_for_a_client_that_is_not_root(
+    client: Client, builds: FakeBuilds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moorage.sys import procfs
+
+    monkeypatch.setattr(
+        procfs, "peer_credentials", lambda sock: procfs.PeerCredentials(1, 1000, 1000)
+    )
+
+    with pytest.raises(
+        NotSupported, match="build context in place declined: the client is not root"
+    ):
+        client.request("POST", "/build", body=b"", headers={"X-Moorage-Context-Dir": str(tmp_path)})
+    assert builds.requests == []
+
+
+def test_a_context_in_place_must_be_an_absolute_directory(
+    client: Client, builds: FakeBuilds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moorage.sys import procfs
+
+    monkeypatch.setattr(
+        procfs, "peer_credentials", lambda sock: procfs.PeerCredentials(os.getpid(), 0, 0)
+    )
+
+    with pytest.raises(InvalidArgument, match="build context relative/dir: not an absolute path"):
+        client.request(
+            "POST", "/build", body=b"", headers={"X-Moorage-Context-Dir": "relative/dir"}
+        )
+    assert builds.requests == []

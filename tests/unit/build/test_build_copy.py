@@ -6,6 +6,7 @@ import bz2
 import gzip
 import io
 import lzma
+import os
 import tarfile
 from pathlib import Path
 
@@ -80,6 +81,31 @@ def test_the_digest_follows_content_not_times(ctx: Path) -> None:
     assert plan_copy(str(ctx), ["dir"], "/app", workdir="/").digest() == first
     (ctx / "dir" / "a.txt").write_text("changed")
     assert plan_copy(str(ctx), ["dir"], "/app", workdir="/").digest() != first
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_still_changes_the_digest(
+    ctx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moorage.build import copy as copying
+
+    monkeypatch.setattr(copying, "_RACY_NS", 0)  # remember digests of files just written
+    target = ctx / "dir" / "a.txt"
+    before = target.stat()
+    first = plan_copy(str(ctx), ["dir"], "/app", workdir="/").digest()
+    target.write_text("z")  # same size
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime; ctime moves
+
+    assert plan_copy(str(ctx), ["dir"], "/app", workdir="/").digest() != first
+
+
+def test_a_file_just_written_is_hashed_again(ctx: Path) -> None:
+    from moorage.build import copy as copying
+
+    target = ctx / "one.txt"
+    plan_copy(str(ctx), ["one.txt"], "/x", workdir="/").digest()
+    st = target.stat()
+
+    assert (st.st_dev, st.st_ino) not in copying._DIGESTS  # too recent to trust
 
 
 def _tar() -> bytes:

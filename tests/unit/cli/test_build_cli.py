@@ -31,12 +31,24 @@ class FakeBuilds:
     def __init__(self) -> None:
         self.requests: list[BuildRequest] = []
         self.contexts: list[bytes] = []
+        self.context_dirs: list[str] = []
         self.failure: str | None = None
         self.pruned: list[dict[str, Any]] = []
 
-    def build(self, context: BinaryIO, request: BuildRequest, emit: Emit) -> str:
+    def build(
+        self,
+        context: BinaryIO | None,
+        request: BuildRequest,
+        emit: Emit,
+        *,
+        context_dir: str | None = None,
+    ) -> str:
         self.requests.append(request)
-        self.contexts.append(context.read())
+        if context_dir is not None:
+            self.context_dirs.append(context_dir)
+        else:
+            assert context is not None
+            self.contexts.append(context.read())
         emit({"stream": "Step 1/2 : FROM busybox\n"})
         emit({"stream": " ---> Using cache\n"})
         emit({"stream": "Step 2/2 : RUN make\n"})
@@ -88,6 +100,12 @@ def moor(tmp_path: Path, engine: SimpleNamespace) -> Iterator[Callable[..., Resu
         yield run
     finally:
         daemon.close()
+
+
+@pytest.fixture(autouse=True)
+def client_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The context goes as a tar unless a test says otherwise (see the in-place tests)."""
+    monkeypatch.setattr(build_cli, "_client_is_root", lambda: False)
 
 
 @pytest.fixture
@@ -395,3 +413,58 @@ def test_running_a_container_does_not_import_the_builder() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False"]
+
+
+def test_a_root_client_has_the_daemon_read_the_context_in_place(
+    moor: Callable[..., Result],
+    engine: SimpleNamespace,
+    ctx: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(build_cli, "_client_is_root", lambda: True)
+
+    result = moor("build", "-t", "app:1", str(ctx))
+
+    assert result.exit_code == 0, result.stderr
+    assert engine.builds.context_dirs == [str(ctx.resolve())]
+    assert engine.builds.contexts == []
+    assert "Sending build context" not in result.stdout
+    assert engine.builds.requests[0].dockerfile == "Dockerfile"
+
+
+def test_a_declined_context_in_place_is_sent_as_a_tar(
+    moor: Callable[..., Result],
+    engine: SimpleNamespace,
+    ctx: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from moorage.sys import procfs
+
+    monkeypatch.setattr(build_cli, "_client_is_root", lambda: True)
+    monkeypatch.setattr(
+        procfs, "peer_credentials", lambda sock: procfs.PeerCredentials(1, 1000, 1000)
+    )
+
+    result = moor("build", str(ctx))
+
+    assert result.exit_code == 0, result.stderr
+    assert engine.builds.context_dirs == []
+    assert _names(engine.builds.contexts[0]) == ["Dockerfile", "Makefile"]
+
+
+def test_a_dockerfile_outside_the_context_goes_in_a_tar(
+    moor: Callable[..., Result],
+    engine: SimpleNamespace,
+    ctx: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(build_cli, "_client_is_root", lambda: True)
+    outside = tmp_path / "other.Dockerfile"
+    outside.write_text("FROM busybox\n")
+
+    result = moor("build", "-f", str(outside), str(ctx))
+
+    assert result.exit_code == 0, result.stderr
+    assert engine.builds.context_dirs == []
+    assert any(n.startswith(".dockerfile.") for n in _names(engine.builds.contexts[0]))

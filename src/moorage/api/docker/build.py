@@ -27,9 +27,13 @@ the headers are gone). With ``q``, everything but ``aux`` is held back and the i
 id is the only output, or, on failure, what was held back and then the error. A client
 that goes away ends the build: its next ``emit`` raises :class:`Unavailable`.
 
-Extension (Moorage's, for ``moor build --secret``; the docker CLI never sends it): the
+Extensions (Moorage's, for ``moor build``; the docker CLI never sends them): the
 header ``X-Moorage-Build-Secrets``, base64 of a JSON object ``{id: base64(content)}``
-(:mod:`moorage.api.build_context`), becomes the build's secrets.
+(:mod:`moorage.api.build_context`), becomes the build's secrets; the header
+``X-Moorage-Context-Dir`` names a directory to build from in place, with no body: taken
+only from a root client in the daemon's mount namespace (the peer credentials of the
+unix socket say who it is), and declined otherwise (501) so that the client sends a
+tar instead.
 
 ``POST /build/prune`` (``all``, ``filters``) prunes the build cache. ``POST /session``
 and ``POST /grpc``, BuildKit's, answer 501.
@@ -45,6 +49,7 @@ import logging
 import lzma
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -54,6 +59,8 @@ import orjson
 from aiohttp import web
 
 from moorage.api.build_context import (
+    CONTEXT_DIR_DECLINED,
+    CONTEXT_DIR_HEADER,
     SECRETS_HEADER,
     compression_of,
     decode_secrets,
@@ -368,6 +375,14 @@ async def build(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     builds = engine.builds
     wanted = build_request(request)
+    if CONTEXT_DIR_HEADER in request.headers:
+        context_dir = _context_in_place(request, request.headers[CONTEXT_DIR_HEADER])
+
+        def run_in_place(emit: Callable[[dict[str, Any]], None]) -> str:
+            image_id: str = builds.build(None, wanted, emit, context_dir=context_dir)
+            return image_id
+
+        return await stream_build(request, run_in_place, quiet=wanted.quiet)
     body = body_of(request)
     staging = os.path.join(engine.config.root, "staging")
 
@@ -377,6 +392,24 @@ async def build(request: web.Request) -> web.StreamResponse:
             return image_id
 
     return await stream_build(request, run, quiet=wanted.quiet)
+
+
+def _context_in_place(request: web.Request, path: str) -> str:
+    """The directory a ``X-Moorage-Context-Dir`` request may build from (see the module
+    doc), or the refusal that makes the client send a tar."""
+    from moorage.sys.procfs import peer_credentials, shares_mount_namespace
+
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        raise NotSupported(f"{CONTEXT_DIR_DECLINED}: not a local client")
+    peer = peer_credentials(sock)
+    if peer.uid != 0:
+        raise NotSupported(f"{CONTEXT_DIR_DECLINED}: the client is not root")
+    if not shares_mount_namespace(peer.pid):
+        raise NotSupported(f"{CONTEXT_DIR_DECLINED}: the client sees other mounts")
+    if not os.path.isabs(path) or not os.path.isdir(path):
+        raise InvalidArgument(f"build context {path}: not an absolute path of a directory")
+    return os.path.realpath(path)
 
 
 @routes.add("POST", "/build/prune")

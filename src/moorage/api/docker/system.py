@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from moorage import __version__
+from moorage.api.build_context import CONTEXT_DIR_FEATURE, FEATURES_HEADER
 from moorage.api.docker import params
 from moorage.api.docker.server import (
     API_VERSION,
@@ -31,6 +32,7 @@ def _ping_headers() -> dict[str, str]:
         "Ostype": "linux",
         "Builder-Version": "1",
         "Docker-Experimental": "false",
+        FEATURES_HEADER: CONTEXT_DIR_FEATURE,
         "Cache-Control": "no-cache, no-store, must-revalidate",
         "Pragma": "no-cache",
     }
