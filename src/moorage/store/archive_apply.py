@@ -112,6 +112,10 @@ _AUFS_META: Final = WHITEOUT_PREFIX + WHITEOUT_PREFIX
 
 _IN_ROOT: Final = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
 _CHUNK: Final = 1 << 20
+# tarfile's stream mode keeps what it read ahead in one bytes object and copies the
+# rest of it each time it hands out a header: a large read-ahead made every entry cost
+# a copy of up to that much. File data still comes in _CHUNK reads.
+_TAR_BUFSIZE: Final = 64 << 10
 _SETID: Final = stat.S_ISUID | stat.S_ISGID
 # errnos that say the archive asked for something impossible rather than that the
 # host failed (no space, I/O error, read-only file system).
@@ -747,7 +751,9 @@ def apply_layer(
     try:
         extractor = _Extractor(root_fd, whiteouts, same_owner, private=is_private(target))
         try:
-            tar = _TarReader.open(fileobj=tar_stream, mode="r|", bufsize=_CHUNK, encoding="utf-8")
+            tar = _TarReader.open(
+                fileobj=tar_stream, mode="r|", bufsize=_TAR_BUFSIZE, encoding="utf-8"
+            )
         except tarfile.ReadError as exc:
             raise InvalidArgument(f"not a tar archive: {exc}") from exc
         assert isinstance(tar, _TarReader)
@@ -821,7 +827,7 @@ def extract_files(
         owner=owner,
     )
     try:
-        tar = _TarReader.open(fileobj=tar_stream, mode="r|", bufsize=_CHUNK, encoding="utf-8")
+        tar = _TarReader.open(fileobj=tar_stream, mode="r|", bufsize=_TAR_BUFSIZE, encoding="utf-8")
     except tarfile.ReadError as exc:
         raise InvalidArgument(f"not a tar archive: {exc}") from exc
     with tar:

@@ -46,7 +46,7 @@ import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, cast
 
 from moorage.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, NotSupported
 from moorage.store.archive_apply import (
@@ -172,13 +172,35 @@ class _TarWriter(tarfile.TarFile):
     copybufsize: int | None  # set by TarFile.__init__; typeshed leaves it out
 
 
+class _Sink:
+    """``out`` with the ``tell`` tarfile's plain write mode asks for, counted here so
+    that ``out`` may be a pipe or a compressor. Why not tarfile's stream mode: it
+    gathers output in one bytes object that it copies on every write, which was most
+    of the cost of a layer of many small files."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.offset = 0
+
+    def write(self, data: bytes) -> int:
+        self.out.write(data)
+        self.offset += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.offset
+
+
 class _Writer:
     """The tar side: entries in, reproducible PAX out."""
 
     def __init__(self, out: BinaryIO, source_date_epoch: int | None) -> None:
         # Stream mode: ``out`` need not be seekable (a pipe, a compressor). Closed by close().
-        self.tar = _TarWriter.open(  # noqa: SIM115
-            fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", bufsize=_CHUNK
+        self.tar = _TarWriter(
+            fileobj=cast(BinaryIO, _Sink(out)),
+            mode="w",
+            format=tarfile.PAX_FORMAT,
+            encoding="utf-8",
         )
         self.tar.copybufsize = _CHUNK
         self.sde = source_date_epoch
