@@ -220,6 +220,8 @@ class PatternMatcher:
 
     def matches(self, path: str) -> bool:
         """True when ``path`` (relative to the context, ``/``-separated) is excluded."""
+        if not self.patterns:
+            return False
         path = clean_path(path.lstrip("/"))
         if path == ".":
             return False  # the context itself is never excluded

@@ -477,16 +477,26 @@ class Executor:
             return
         source_stage = _stage_named(graph, from_)
         if source_stage is not None and source_stage in done:
-            with self.backend.workspace(done[source_stage].state) as other:
-                origin = state_key(done[source_stage].state)
-                self._copy_from(stage, copy, verb, other.path, None, mode, origin)
+            source = done[source_stage].state
+        else:
+            try:
+                source = self.backend.base_image(from_, pull=False)
+            except MoorageError as exc:
+                raise copy.source.error(str(exc)) from None
+        # A stage or an image is named by its content (state_key), so the copy's key
+        # can come from it and the copy's own words: a hit mounts nothing.
+        origin = state_key(source)
+        definition = json.dumps(
+            [copy.sources, copy.dest, copy.chmod, copy.excludes, copy.link]
+            + [getattr(copy, "parents", False)]
+        )
+        key = self._key(stage, verb, copy.chown, origin, definition)
+        hit = self._cached(key)
+        if hit is not None:
+            stage.state = hit
             return
-        try:
-            image = self.backend.base_image(from_, pull=False)
-        except MoorageError as exc:
-            raise copy.source.error(str(exc)) from None
-        with self.backend.workspace(image) as other:
-            self._copy_from(stage, copy, verb, other.path, None, mode, state_key(image))
+        with self.backend.workspace(source) as other:
+            self._copy_from(stage, copy, verb, other.path, None, mode, origin, key=key)
 
     def _copy_from(
         self,
@@ -497,7 +507,11 @@ class Executor:
         ignore: PatternMatcher | None,
         mode: int | None,
         origin: str,
+        *,
+        key: str | None = None,
     ) -> None:
+        """The copy; ``key`` is its cache key when the caller already looked it up
+        (and missed), else it comes from the content of what is copied."""
         config = stage.state.container_config
         # Files from the context are root's in the image (Docker's rule); from a stage
         # or an image they keep their owners.
@@ -515,12 +529,13 @@ class Executor:
             )
         except MoorageError as exc:
             raise copy.source.error(f"{verb} failed: {exc}") from None
-        key = self._key(stage, verb, copy.chown, origin, plan.digest())
-        hit = self._cached(key)
         created_by = f"{verb} {' '.join(copy.sources)} {copy.dest}"
-        if hit is not None:
-            stage.state = hit
-            return
+        if key is None:
+            key = self._key(stage, verb, copy.chown, origin, plan.digest())
+            hit = self._cached(key)
+            if hit is not None:
+                stage.state = hit
+                return
         # ADD unpacks a local tar archive (recognised by its content) into the destination.
         archives = []
         entries = list(plan.entries)

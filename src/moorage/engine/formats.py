@@ -12,6 +12,7 @@ only once every piece it references is present and unpacks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -107,9 +108,13 @@ def store_layer(
 
 
 def _store_bytes(content: ContentStore, data: bytes, lease: Any, leases: Leases) -> Digest:
-    digest, _ = content.write_blob(data)
-    _protect(leases, lease, digest)
-    return parse_digest(digest)
+    digest = parse_digest("sha256:" + hashlib.sha256(data).hexdigest())
+    # Leased before the check, so that a collection cannot take it in between; a
+    # rebuild's config and manifest are usually there already (no write, no fsync).
+    _protect(leases, lease, str(digest))
+    if not content.exists(str(digest)):
+        content.write_blob(data, expected=str(digest))
+    return digest
 
 
 def store_image(
