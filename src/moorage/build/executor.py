@@ -1,8 +1,9 @@
 """The build executor: a parsed Dockerfile, step by step, into image states.
 
-For every stage the target needs (``graph.stages_for``), in order: the base (an image,
-an earlier stage, or scratch), then each instruction, expanded with the stage's
-variables (ENV, then the ARGs in scope) at that point:
+For every stage the target needs (``graph.stages_for``), as soon as the stages it needs
+are built (independent stages at the same time, their messages in stage order): the
+base (an image, an earlier stage, or scratch), then each instruction, expanded with the
+stage's variables (ENV, then the ARGs in scope) at that point:
 
 - ENV, LABEL, CMD, ENTRYPOINT, EXPOSE, VOLUME, USER, STOPSIGNAL, HEALTHCHECK, SHELL,
   MAINTAINER, ONBUILD and ARG change the config only (an empty history entry);
@@ -27,7 +28,9 @@ import json
 import os
 import re
 import shlex
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +64,7 @@ from moorage.build.dockerfile import (
 )
 from moorage.build.dockerfile.args import DEFAULT_PATH
 from moorage.build.dockerignore import PatternMatcher
+from moorage.build.stage_output import OrderedOutput
 from moorage.build.state import ImageState, empty_state, state_key
 from moorage.errors import FailedPrecondition, InvalidArgument, MoorageError, NotSupported
 from moorage.oci.image import ContainerConfig, History
@@ -71,8 +75,17 @@ Emit = Callable[[dict[str, Any]], None]
 DEFAULT_SHELL = ("/bin/sh", "-c")
 
 
+# Stages built at the same time at most: enough to keep a few cores busy (one stage
+# runs while another copies) without one build taking over a big machine.
+PARALLEL_STAGES = 4
+
+
 class BuildError(FailedPrecondition):
     """A step failed (a RUN's non-zero exit, a missing source...); the message says which."""
+
+
+class _Stopped(Exception):
+    """A stage stopped because another one failed."""
 
 
 @dataclass(frozen=True)
@@ -115,9 +128,16 @@ class Executor:
         self.backend = backend
         self.cache = cache
         self.context = context
-        self.emit = emit
+        self._out = emit
         self.ignore = ignore
         self.scratch = scratch
+        # Which stage a thread builds: its output channel and its step counter.
+        self._local = threading.local()
+        self._abort = threading.Event()
+
+    def emit(self, message: dict[str, Any]) -> None:
+        """A message of the step this thread runs (in stage order, see stage_output)."""
+        getattr(self._local, "emit", self._out)(message)
 
     # --- the whole build ---------------------------------------------------------
 
@@ -127,20 +147,21 @@ class Executor:
         checks = lint(df, build_args=dict(options.build_args))
         checks.check()  # `# check=error=true` makes warnings fail the build
         stages = graph.stages_for(options.target)
-        total = sum(1 + len(s.stage.instructions) for s in stages)
-        self._step = 0
+        self._first_step: dict[int, int] = {}
+        total = 0
+        for resolved in stages:
+            self._first_step[resolved.index] = total
+            total += 1 + len(resolved.triggers) + len(resolved.stage.instructions)
         self._no_cache = options.no_cache
         self._total = total
         self._escape = df.escape
-        done: dict[int, _Stage] = {}
-        for resolved in stages:
-            done[resolved.index] = self._stage(resolved, done, graph, options)
+        done = self._stages(stages, graph, options)
         final = done[stages[-1].index]
         if checks.warnings:  # as BuildKit lists them, once the build is through
             count = len(checks.warnings)
             lines = [f"{count} warning{'s' if count > 1 else ''} found:\n"]
             lines += [f" - {w.rule}: {w.message} (line {w.lines.start})\n" for w in checks.warnings]
-            self.emit({"stream": "".join(lines)})
+            self._out({"stream": "".join(lines)})
         if options.labels:
             config = final.state.container_config
             labels = {**dict(config.labels), **dict(options.labels)}
@@ -148,6 +169,55 @@ class Executor:
                 config._replace(labels=labels), self._history(final, "LABEL", True)
             )
         return final.state
+
+    def _stages(self, stages: Any, graph: Any, options: BuildOptions) -> dict[int, _Stage]:
+        """Every stage, each as soon as the stages it needs are built: independent
+        ones at the same time (up to PARALLEL_STAGES), their output in stage order.
+        The first failure stops the others at their next step; the error raised is
+        the failing stage's (the first in stage order when several fail)."""
+        output = OrderedOutput(self._out, [s.index for s in stages])
+        done: dict[int, _Stage] = {}
+        workers = min(len(stages), PARALLEL_STAGES)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
+            futures: dict[int, Future[None]] = {}
+            # In build order: every stage a worker takes needs only stages already
+            # taken, so waiting on them cannot starve the pool.
+            for resolved in stages:
+                futures[resolved.index] = pool.submit(
+                    self._stage_task, resolved, done, futures, graph, options, output
+                )
+            wait(futures.values())
+        errors = [f.exception() for f in futures.values()]
+        failures = [e for e in errors if e is not None and not isinstance(e, _Stopped)]
+        if failures:
+            output.flush()
+            raise failures[0]
+        if any(errors):  # stopped with no failure of ours: cannot happen, but say so
+            raise BuildError("the build was stopped")
+        return done
+
+    def _stage_task(
+        self,
+        resolved: Any,
+        done: dict[int, _Stage],
+        futures: dict[int, Future[None]],
+        graph: Any,
+        options: BuildOptions,
+        output: OrderedOutput,
+    ) -> None:
+        for need in resolved.needs:
+            if futures[need].exception() is not None:
+                raise _Stopped()
+        self._local.emit = output.emitter(resolved.index)
+        self._local.step = self._first_step[resolved.index]
+        try:
+            done[resolved.index] = self._stage(resolved, done, graph, options)
+        except BaseException:
+            self._abort.set()
+            raise
+        finally:
+            del self._local.emit
+        output.finished(resolved.index)
 
     def _stage(
         self, resolved: Any, done: dict[int, _Stage], graph: Any, options: BuildOptions
@@ -167,6 +237,8 @@ class Executor:
             stage = _Stage(state, {}, _epoch(options.build_args, state.config.created))
         self._done_step(stage.state)
         for instruction in (*resolved.triggers, *resolved.stage.instructions):
+            if self._abort.is_set():
+                raise _Stopped()
             self._announce(instruction)
             self._instruction(stage, instruction, done, graph, options)
             self._done_step(stage.state)
@@ -175,9 +247,9 @@ class Executor:
     # --- messages ----------------------------------------------------------------
 
     def _announce(self, instruction: Instruction) -> None:
-        self._step += 1
+        self._local.step += 1
         text = instruction.source.original.strip()
-        self.emit({"stream": f"Step {self._step}/{self._total} : {text}\n"})
+        self.emit({"stream": f"Step {self._local.step}/{self._total} : {text}\n"})
 
     def _done_step(self, state: ImageState) -> None:
         self.emit({"stream": f" ---> {state_key(state)[:12]}\n"})
