@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from moorage.build.backend import RunProcess, Workspace
 from moorage.build.executor import BuildOptions, Executor
@@ -197,25 +197,27 @@ class _Backend:
                 os.rmdir(path)
 
     def layer_of(self, workspace: Workspace, source_date_epoch: int) -> Layer | None:
+        from moorage.engine.formats import layer_sink
         from moorage.store.archive_diff import write_diff
 
         assert isinstance(workspace, _Workspace)
         snapshots = self.images.snapshots
-        staging = os.path.join(self.images.root, "staging")
-        os.makedirs(staging, mode=0o700, exist_ok=True)
-        with tempfile.TemporaryFile(dir=staging) as spool:
+        # Written straight into the compressor and the store: no spooled tar.
+        with layer_sink(self.images.content, lease=self.lease, leases=self.images.leases) as sink:
+            out = cast(IO[bytes], sink)
             if snapshots.whiteout_mode == "overlay":
                 stats = write_diff(
-                    spool,
+                    out,  # type: ignore[arg-type]
                     snapshots.writable_dir(workspace.key),
                     source_date_epoch=source_date_epoch,
                 )
             else:
-                stats = self._copy_diff(workspace, spool, source_date_epoch)
+                stats = self._copy_diff(workspace, out, source_date_epoch)
             if stats.files == 0 and stats.whiteouts == 0:
-                return None
-            spool.seek(0)
-            stored = self.images.store_layer(spool, self.lease)
+                sink.abandon()
+        if sink.stored is None:
+            return None
+        stored = sink.stored
         workspace.commit_as = str(chain_id_above(workspace.parent, stored.diff_id))
         return Layer(stored.descriptor, stored.diff_id)
 

@@ -12,6 +12,7 @@ only once every piece it references is present and unpacks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from moorage.engine import tarstream
 from moorage.errors import InvalidArgument
@@ -104,6 +105,57 @@ def store_layer(
         Descriptor(mt.OCI_LAYER_GZIP, parse_digest(digest), size),
         parse_digest(str(stream.diff_id)),
         stream.uncompressed_size,
+    )
+
+
+class LayerSink:
+    """Where a layer's uncompressed tar is written as it is made (see
+    :func:`layer_sink`): hashed for its diff_id and compressed into the store on the
+    way, never spooled whole."""
+
+    def __init__(self, packed: BinaryIO) -> None:
+        self._packed = packed
+        self._diff = hashlib.sha256()
+        self.size = 0
+        self.abandoned = False
+        self.stored: StoredLayer | None = None
+
+    def write(self, data: bytes) -> int:
+        self._diff.update(data)
+        self.size += len(data)
+        self._packed.write(data)
+        return len(data)
+
+    def abandon(self) -> None:
+        """Keep nothing of what was written (the layer turned out empty)."""
+        self.abandoned = True
+
+    @property
+    def diff_id(self) -> Digest:
+        return parse_digest("sha256:" + self._diff.hexdigest())
+
+
+@contextlib.contextmanager
+def layer_sink(content: ContentStore, *, lease: Any, leases: Leases) -> Iterator[LayerSink]:
+    """A layer written as a tar stream, stored as a gzip blob held by ``lease`` when
+    the block ends (``sink.stored``), unless the block raises or abandons it."""
+    writer = content.writer(f"import-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        with archive.compressor(writer, "gzip") as packed:
+            sink = LayerSink(packed)
+            yield sink
+        if sink.abandoned:
+            writer.abort()
+            return
+        digest = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    _protect(leases, lease, digest)
+    blob = parse_digest(digest)
+    content.set_labels(blob, {"moorage.uncompressed.size": str(sink.size)})
+    sink.stored = StoredLayer(
+        Descriptor(mt.OCI_LAYER_GZIP, blob, content.info(blob).size), sink.diff_id, sink.size
     )
 
 
