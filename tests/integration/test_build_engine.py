@@ -226,6 +226,70 @@ def test_cache_tmpfs_and_bind_mounts_of_run(engine_factory: Callable[[], Engine]
     assert log.text.count("Using cache") == 2  # the bind's content is in its step's key
 
 
+def test_binds_from_a_stage_and_writable_binds_leave_nothing_behind(
+    engine_factory: Callable[[], Engine],
+) -> None:
+    engine = engine_factory()
+    files: Files = {
+        "Dockerfile": (
+            "FROM busybox AS tools\n"
+            "RUN mkdir -p /opt/tool && echo 'from the tools stage' > /opt/tool/note\n"
+            "FROM busybox\n"
+            "RUN --mount=type=bind,from=tools,source=/opt/tool,target=/mnt/tool "
+            "cp /mnt/tool/note /note\n"
+            "RUN --mount=type=bind,source=.,target=/src,rw echo scribble > /src/data.txt && "
+            "cat /src/data.txt > /seen\n"
+        ),
+        "data.txt": "original\n",
+    }
+    _build(engine, files, tags=("binds:1",))
+    _, check = _build(
+        engine,
+        {
+            "Dockerfile": "FROM binds:1\nRUN cat /note /seen && test ! -e /mnt/tool/note "
+            "&& test ! -e /src && echo clean\n"
+        },
+    )
+    assert "from the tools stage" in check.text
+    assert "scribble" in check.text  # the step could write to its bind...
+    assert "clean" in check.text
+    _, again = _build(engine, files)
+    assert again.text.count("Using cache") == 3  # ...and the context kept its content
+
+
+def test_copy_of_heredoc_files(engine_factory: Callable[[], Engine]) -> None:
+    engine = engine_factory()
+    dockerfile = (
+        "FROM busybox\n"
+        "ARG WHO=world\n"
+        "COPY <<EOF /etc/greeting\n"
+        "hello $WHO\n"
+        "EOF\n"
+        "COPY --chmod=0755 <<run.sh <<notes.txt /opt/\n"
+        "#!/bin/sh\n"
+        "echo running\n"
+        "run.sh\n"
+        "some notes\n"
+        "notes.txt\n"
+    )
+    _build(engine, {"Dockerfile": dockerfile}, tags=("heredoc:1",))
+    _, check = _build(
+        engine,
+        {
+            "Dockerfile": "FROM heredoc:1\nRUN cat /etc/greeting /opt/notes.txt && /opt/run.sh "
+            "&& stat -c '%a %u' /opt/run.sh /etc/greeting\n"
+        },
+    )
+    assert "hello world" in check.text
+    assert "some notes" in check.text
+    assert "running" in check.text
+    assert "755 0\n644 0" in check.text
+    _, same = _build(engine, {"Dockerfile": dockerfile})
+    assert same.text.count("Using cache") == 2
+    _, changed = _build(engine, {"Dockerfile": dockerfile}, build_args={"WHO": "moor"})
+    assert changed.text.count("Using cache") == 0  # new content, and all after it
+
+
 def _tar_bytes(files: Files, compress: str = "") -> bytes:
     import gzip
 

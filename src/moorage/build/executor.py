@@ -23,11 +23,15 @@ Messages go to ``emit`` in Docker's classic builder shapes (``{"stream": ...}``)
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import shlex
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -120,17 +124,22 @@ class Executor:
         ignore: PatternMatcher | None = None,
         *,
         scratch: str | None = None,
+        context_in_place: bool = False,
     ) -> None:
-        """``scratch``: a private directory, given when ``context`` is a directory read
-        in place (not a copy made for this build). What a RUN step binds from the
-        context is then copied there first, so that it sees what .dockerignore leaves
-        in, and nothing it does or sees depends on the directory changing meanwhile."""
+        """``scratch``: a private directory for the build's own files (heredoc
+        sources, private copies); a temporary one when not given.
+        ``context_in_place``: ``context`` is a directory read where it is (not a copy
+        made for this build); what a RUN step binds from it is then copied to scratch
+        first, so that it sees what .dockerignore leaves in, and nothing it does or
+        sees depends on the directory changing meanwhile."""
         self.backend = backend
         self.cache = cache
         self.context = context
         self._out = emit
         self.ignore = ignore
-        self.scratch = scratch
+        self._scratch = scratch
+        self._own_scratch = False
+        self.context_in_place = context_in_place
         # Which stage a thread builds: its output channel and its step counter.
         self._local = threading.local()
         self._abort = threading.Event()
@@ -142,6 +151,14 @@ class Executor:
     # --- the whole build ---------------------------------------------------------
 
     def build(self, text: bytes | str, options: BuildOptions) -> ImageState:
+        try:
+            return self._build(text, options)
+        finally:
+            if self._own_scratch and self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch, self._own_scratch = None, False
+
+    def _build(self, text: bytes | str, options: BuildOptions) -> ImageState:
         df = parse_dockerfile(text, options.dockerfile)
         graph = resolve(df, build_args=dict(options.build_args))
         checks = lint(df, build_args=dict(options.build_args))
@@ -288,7 +305,7 @@ class Executor:
         expanded = expand(instruction, self._env(stage), self._escape).instruction
         config = stage.state.container_config
         if isinstance(expanded, Run):
-            self._run(stage, expanded, options)
+            self._run(stage, expanded, options, done, graph)
         elif isinstance(expanded, Copy | Add):
             self._copy(stage, expanded, done, graph)
         elif isinstance(expanded, Workdir):
@@ -371,7 +388,9 @@ class Executor:
             h.update(b"\0" + part.encode())
         return h.hexdigest()
 
-    def _run(self, stage: _Stage, run: Run, options: BuildOptions) -> None:
+    def _run(
+        self, stage: _Stage, run: Run, options: BuildOptions, done: dict[int, _Stage], graph: Any
+    ) -> None:
         config = stage.state.container_config
         invocation = run.invocation(tuple(config.shell or DEFAULT_SHELL))
         files: dict[str, tuple[bytes, int]] = {}
@@ -381,6 +400,11 @@ class Executor:
         binds: dict[str, tuple[str, bool]] = {}
         tmpfs: dict[str, int] = {}
         bound_content: list[str] = []  # what a bind from the context puts in the key
+        # Binds made once the cache missed: (target, plan, host path, read-only) from the
+        # context,
+        # (target, state, source path, read-only) from a stage or an image.
+        context_binds: list[tuple[str, copying.CopyPlan, str, bool]] = []
+        from_binds: list[tuple[str, ImageState, str, bool]] = []
         secret_env: dict[str, str] = {}
         workdir = config.working_dir or "/"
         for mount in run.mounts:
@@ -413,28 +437,23 @@ class Executor:
             elif mount.type == "tmpfs":
                 tmpfs[target] = mount.size
             elif mount.type == "bind":
-                if not mount.readonly:
-                    raise run.source.error(
-                        "RUN --mount=type=bind,rw is not supported yet (read-only binds are)"
-                    )
-                if mount.from_:
-                    raise run.source.error(
-                        "RUN --mount=type=bind,from=... is not supported yet (binds from the "
-                        "build context are)"
-                    )
                 source = mount.source or "."
+                mode = "ro" if mount.readonly else "rw"
+                if mount.from_:
+                    state = self._state_named(mount.from_, done, graph, run)
+                    from_binds.append((target, state, source, mount.readonly))
+                    bound_content.append(f"{target}={state_key(state)}:{source}:{mode}")
+                    continue
                 try:
                     host = copying.resolve_in(self.context, source)
                     plan = copying.plan_copy(
                         self.context, [source], "/bound/", workdir="/", ignore=self.ignore
                     )
                     digest = plan.digest()
-                    if self.scratch is not None:
-                        host = self._private_copy(plan, host)
                 except MoorageError as exc:
                     raise run.source.error(f"RUN --mount=type=bind: {exc}") from None
-                binds[target] = (host, True)
-                bound_content.append(f"{target}={digest}")
+                context_binds.append((target, plan, host, mount.readonly))
+                bound_content.append(f"{target}={digest}:{mode}")
             else:
                 raise run.source.error(f"RUN --mount=type={mount.type} is not supported")
         env = dict(stage.args)
@@ -461,6 +480,38 @@ class Executor:
         if hit is not None:
             stage.state = hit
             return
+        with contextlib.ExitStack() as sources:
+            for target, plan, host, readonly in context_binds:
+                # A writable bind, or a context read in place, gets a private copy:
+                # what the step writes there is dropped with it.
+                if readonly and not self.context_in_place:
+                    binds[target] = (host, True)
+                else:
+                    binds[target] = (self._private_copy(plan, host), readonly)
+            for target, state, source, readonly in from_binds:
+                other = sources.enter_context(self.backend.workspace(state))
+                try:
+                    binds[target] = (copying.resolve_in(other.path, source), readonly)
+                except MoorageError as exc:
+                    raise run.source.error(f"RUN --mount=type=bind: {exc}") from None
+            self._run_process(
+                stage, run, invocation, key, created_by, options, env, files, binds, tmpfs
+            )
+
+    def _run_process(
+        self,
+        stage: _Stage,
+        run: Run,
+        invocation: Any,
+        key: str,
+        created_by: str,
+        options: BuildOptions,
+        env: dict[str, str],
+        files: dict[str, tuple[bytes, int]],
+        binds: dict[str, tuple[str, bool]],
+        tmpfs: dict[str, int],
+    ) -> None:
+        config = stage.state.container_config
         process = RunProcess(
             argv=tuple(invocation.argv),
             env=tuple(f"{k}={v}" for k, v in env.items()),
@@ -488,15 +539,29 @@ class Executor:
     def _private_copy(self, plan: copying.CopyPlan, host: str) -> str:
         """What ``plan`` selects from the context, copied under the scratch directory;
         the path to bind (a file's own path when the source is one file)."""
-        assert self.scratch is not None
-        import tempfile
-
-        root = tempfile.mkdtemp(prefix="bind-", dir=self.scratch)
+        root = self._scratch_dir("bind-")
         os.chmod(root, 0o755)
         copying.copy_into(plan, root)
         if os.path.isdir(host):
             return os.path.join(root, "bound")
         return os.path.join(root, "bound", plan.entries[0].target)
+
+    def _state_named(self, ref: str, done: dict[int, _Stage], graph: Any, at: Any) -> ImageState:
+        """The state of stage ``ref`` (built already), else of the image ``ref``."""
+        index = _stage_named(graph, ref)
+        if index is not None and index in done:
+            return done[index].state
+        try:
+            return self.backend.base_image(ref, pull=False)
+        except MoorageError as exc:
+            raise at.source.error(str(exc)) from None
+
+    def _scratch_dir(self, prefix: str) -> str:
+        """A new private directory under scratch (made on first use)."""
+        if self._scratch is None:
+            self._scratch = tempfile.mkdtemp(prefix="moorage-build-")
+            self._own_scratch = True
+        return tempfile.mkdtemp(prefix=prefix, dir=self._scratch)
 
     def _with(self, stage: _Stage, layer: Any, created_by: str) -> ImageState:
         history = self._history(stage, created_by, layer is None)
@@ -537,7 +602,8 @@ class Executor:
 
     def _copy(self, stage: _Stage, copy: Copy | Add, done: dict[int, _Stage], graph: Any) -> None:
         if copy.contents:
-            raise copy.source.error("COPY/ADD of heredoc files is not supported yet")
+            self._copy_heredocs(stage, copy)
+            return
         remote = [s for s in copy.sources if "://" in s or s.startswith("git@")]
         if remote:
             raise copy.source.error(f"ADD of remote sources is not supported yet: {remote[0]}")
@@ -570,6 +636,28 @@ class Executor:
         with self.backend.workspace(source) as other:
             self._copy_from(stage, copy, verb, other.path, None, mode, origin, key=key)
 
+    def _copy_heredocs(self, stage: _Stage, copy: Copy | Add) -> None:
+        """``COPY <<EOF /dest``: each heredoc is a file named after its delimiter
+        (0644, root's unless --chown/--chmod say otherwise), copied by the rules of
+        any other source."""
+        verb = "COPY" if isinstance(copy, Copy) else "ADD"
+        if copy.sources or (isinstance(copy, Copy) and copy.from_):
+            raise copy.source.error(
+                f"{verb} of heredoc files together with other sources is not supported yet"
+            )
+        inline = self._scratch_dir("heredoc-")
+        for file in copy.contents:
+            if not file.name or "/" in file.name or file.name in (".", ".."):
+                raise copy.source.error(f"{verb}: invalid heredoc file name {file.name!r}")
+            path = os.path.join(inline, file.name)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(file.data)
+            os.chmod(path, 0o644)
+        names = tuple(file.name for file in copy.contents)
+        as_files = dataclasses.replace(copy, sources=names, contents=())
+        mode = int(copy.chmod, 8) if copy.chmod else None
+        self._copy_from(stage, as_files, verb, inline, None, mode, "heredoc")
+
     def _copy_from(
         self,
         stage: _Stage,
@@ -587,7 +675,7 @@ class Executor:
         config = stage.state.container_config
         # Files from the context are root's in the image (Docker's rule); from a stage
         # or an image they keep their owners.
-        owner = (0, 0) if origin == "context" else None
+        owner = (0, 0) if origin in ("context", "heredoc") else None
         try:
             plan = copying.plan_copy(
                 root,
@@ -629,7 +717,7 @@ class Executor:
                 copying.copy_into(
                     copying.CopyPlan(plan.dest_dir, tuple(entries), owner, plan.mode),
                     ws.path,
-                    keep_xattrs=origin != "context",
+                    keep_xattrs=origin not in ("context", "heredoc"),
                 )
             dest = (
                 copy.dest

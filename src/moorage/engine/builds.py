@@ -335,7 +335,8 @@ class BuildService:
                     context_dir,
                     emit,
                     ignore,
-                    scratch=work if in_place else None,
+                    scratch=work,
+                    context_in_place=in_place,
                 )
                 state = executor.build(text, options)
                 stored = [self._stored(layer) for layer in state.layers]
