@@ -170,3 +170,14 @@ def _tar_of(directory: Path) -> bytes:
             with open(path, "rb") as f:
                 tar.addfile(info, f)
     return buffer.getvalue()
+
+
+def test_progress_tty_shows_the_steps(daemon: Daemon, context: Path) -> None:
+    daemon.moor("build", "-t", "tty-app:1", str(context))
+
+    shown = _out(daemon.moor("build", "--progress", "tty", "-t", "tty-app:1", str(context)))
+
+    assert "[+] Built" in shown
+    assert "=> CACHED [" in shown and "RUN ls /app" in shown
+    assert "Successfully tagged tty-app:1" in shown
+    daemon.moor("rmi", "tty-app:1")

@@ -6,8 +6,8 @@ a failure on stderr with exit status 1 (the daemon's message as it is, as docker
 prints ``The command '/bin/sh -c false' returned a non-zero code: 1``). ``-q`` prints
 the image id alone (and on a failure, what the build printed, on stderr).
 
-``--progress tty`` (``auto`` on a terminal) would be a live display; it needs ``rich``,
-which is not a dependency, so every mode prints plain for now.
+``--progress tty`` (``auto`` on a terminal) shows the steps live instead
+(:mod:`moorage.cli.build_display`); ``plain`` prints the daemon's text as it is.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import io
 import os
 import sys
 from collections.abc import Mapping
-from typing import IO, Any, BinaryIO, NoReturn
+from typing import IO, Any, BinaryIO, NoReturn, cast
 
 import click
 
@@ -191,6 +191,20 @@ class _Counted:
         return data
 
 
+class _Feed:
+    """The build's text into the live display, where run_build writes it."""
+
+    def __init__(self, display: Any) -> None:
+        self.display = display
+
+    def write(self, text: str) -> int:
+        self.display.feed(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
 class BuildFailed(MoorageError):
     """The daemon reported an error in the build's stream."""
 
@@ -257,6 +271,7 @@ def _build_in_place(
     params: dict[str, Any],
     headers: dict[str, str],
     quiet: bool,
+    out: IO[str],
 ) -> str | None:
     """The build with the context read in place by the daemon, when this client is
     root, the daemon can, and the context qualifies (see
@@ -280,7 +295,7 @@ def _build_in_place(
             io.BytesIO(b""),
             {**params, "dockerfile": inside},
             {**headers, build_context.CONTEXT_DIR_HEADER: root},
-            sys.stdout,
+            out,
             quiet,
             announce=False,
         )
@@ -328,7 +343,7 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     type=click.Choice(["auto", "plain", "tty"]),
     default="auto",
     show_default=True,
-    help="how to show progress (tty prints plain: rich is not installed)",
+    help="how to show progress: auto (tty on a terminal), plain or tty",
 )
 @click.option("--platform", default=None, help="linux/ARCH: this machine's platform only")
 @click.option(
@@ -396,8 +411,16 @@ def build_cmd(
         "networkmode": network,
     }
     c = _client(ctx)
+    live = not quiet and (progress == "tty" or (progress == "auto" and sys.stdout.isatty()))
+    display = None
+    out: IO[str] = sys.stdout
+    if live:
+        from moorage.cli.build_display import TtyDisplay
+
+        display = TtyDisplay(sys.stdout)
+        out = cast(IO[str], _Feed(display))
     try:
-        image_id = _build_in_place(c, context, dockerfile, params, headers, quiet)
+        image_id = _build_in_place(c, context, dockerfile, params, headers, quiet, out)
         if image_id is None:
             stdin = sys.stdin.buffer
             if context == "-":
@@ -408,9 +431,15 @@ def build_cmd(
                 packed = build_context.pack_context(context, dockerfile)
             with packed.file:
                 params["dockerfile"] = packed.dockerfile
-                image_id = run_build(c, packed.file, params, headers, sys.stdout, quiet)
+                image_id = run_build(c, packed.file, params, headers, out, quiet)
     except BuildFailed as exc:
+        if display is not None:
+            display.close(failed=True)
+            display = None
         _fail(str(exc), exc.code)
+    finally:
+        if display is not None:
+            display.close()
     if quiet:
         click.echo(image_id)
     if iidfile:
