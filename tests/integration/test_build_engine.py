@@ -5,6 +5,7 @@ secrets that never reach a layer, and errors that point at the Dockerfile line."
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from moorage.build.dockerfile.source import DockerfileError
 from moorage.build.executor import BuildError
 from moorage.cli.bootstrap import busybox_tar
 from moorage.engine.builds import BuildRequest
@@ -335,3 +337,69 @@ def test_no_cache_runs_every_step_again(engine_factory: Callable[[], Engine]) ->
     _build(engine, files)
     _, log = _build(engine, files, no_cache=True)
     assert "Using cache" not in log.text
+
+
+@contextlib.contextmanager
+def _http_server(files: dict[str, bytes]) -> Iterator[tuple[str, list[str]]]:
+    """A server on 127.0.0.1 serving ``files``; yields its URL and the paths asked for."""
+    import http.server
+    import threading
+
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            asked.append(self.path)
+            body = files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_add_of_a_url_downloads_and_checks_its_checksum(
+    engine_factory: Callable[[], Engine],
+) -> None:
+    import hashlib
+
+    engine = engine_factory()
+    payload = b"downloaded content\n"
+    good = "sha256:" + hashlib.sha256(payload).hexdigest()
+    with _http_server({"/files/tool.txt": payload}) as (url, asked):
+        dockerfile = f"FROM busybox\nADD --checksum={good} {url}/files/tool.txt /opt/\n"
+        _build(engine, {"Dockerfile": dockerfile}, tags=("url:1",))
+        _, check = _build(
+            engine,
+            {"Dockerfile": "FROM url:1\nRUN cat /opt/tool.txt && stat -c '%a %Y' /opt/tool.txt\n"},
+        )
+        assert "downloaded content" in check.text
+        assert "600 1445412480" in check.text  # Docker's mode; the server's Last-Modified
+        _, again = _build(engine, {"Dockerfile": dockerfile})
+        assert "Using cache" in again.text
+        assert asked == ["/files/tool.txt"]  # the checksum found the cache: no second fetch
+
+        bad = "sha256:" + "0" * 64
+        with pytest.raises(DockerfileError, match="Dockerfile:2: ADD failed: .* checksum mismatch"):
+            _build(
+                engine,
+                {"Dockerfile": f"FROM busybox\nADD --checksum={bad} {url}/files/tool.txt /x\n"},
+            )
+        with pytest.raises(DockerfileError, match="not found"):
+            _build(engine, {"Dockerfile": f"FROM busybox\nADD {url}/missing /x\n"})

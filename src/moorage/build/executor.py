@@ -606,7 +606,13 @@ class Executor:
             return
         remote = [s for s in copy.sources if "://" in s or s.startswith("git@")]
         if remote:
-            raise copy.source.error(f"ADD of remote sources is not supported yet: {remote[0]}")
+            if not isinstance(copy, Add) or len(remote) != len(copy.sources):
+                raise copy.source.error(
+                    f"{'ADD' if isinstance(copy, Add) else 'COPY'} of remote sources "
+                    f"is not supported here: {remote[0]}"
+                )
+            self._add_urls(stage, copy)
+            return
         from_ = copy.from_ if isinstance(copy, Copy) else None
         verb = "COPY" if isinstance(copy, Copy) else "ADD"
         mode = int(copy.chmod, 8) if copy.chmod else None
@@ -635,6 +641,39 @@ class Executor:
             return
         with self.backend.workspace(source) as other:
             self._copy_from(stage, copy, verb, other.path, None, mode, origin, key=key)
+
+    def _add_urls(self, stage: _Stage, add: Add) -> None:
+        """``ADD https://host/file /dest``: each URL downloaded (http and https only;
+        git sources are not supported) and copied as a file named after the URL's last
+        path segment, 0600 unless --chmod (Docker's mode), never unpacked. With
+        ``--checksum=sha256:...`` (one URL) the download must match it, and the cache
+        is looked up by it before anything is fetched."""
+        from moorage.build.fetch import download
+
+        for url in add.sources:
+            if not url.startswith(("http://", "https://")):
+                raise add.source.error(f"ADD of {url}: only http and https URLs are supported")
+        if add.checksum and len(add.sources) != 1:
+            raise add.source.error("ADD --checksum works with one source only")
+        key = None
+        if add.checksum:
+            key = self._key(stage, "ADD-url", add.chown, add.chmod, add.dest, add.checksum)
+            hit = self._cached(key)
+            if hit is not None:
+                stage.state = hit
+                return
+        folder = self._scratch_dir("download-")
+        names = []
+        for url in add.sources:
+            try:
+                name = download(url, folder, checksum=add.checksum or None)
+            except MoorageError as exc:
+                raise add.source.error(f"ADD failed: {exc}") from None
+            os.chmod(os.path.join(folder, name), int(add.chmod, 8) if add.chmod else 0o600)
+            names.append(name)
+        as_files = dataclasses.replace(add, sources=tuple(names), unpack=False)
+        mode = int(add.chmod, 8) if add.chmod else None
+        self._copy_from(stage, as_files, "ADD", folder, None, mode, "download", key=key)
 
     def _copy_heredocs(self, stage: _Stage, copy: Copy | Add) -> None:
         """``COPY <<EOF /dest``: each heredoc is a file named after its delimiter
@@ -675,7 +714,7 @@ class Executor:
         config = stage.state.container_config
         # Files from the context are root's in the image (Docker's rule); from a stage
         # or an image they keep their owners.
-        owner = (0, 0) if origin in ("context", "heredoc") else None
+        owner = (0, 0) if origin in ("context", "heredoc", "download") else None
         try:
             plan = copying.plan_copy(
                 root,
@@ -717,7 +756,7 @@ class Executor:
                 copying.copy_into(
                     copying.CopyPlan(plan.dest_dir, tuple(entries), owner, plan.mode),
                     ws.path,
-                    keep_xattrs=origin not in ("context", "heredoc"),
+                    keep_xattrs=origin not in ("context", "heredoc", "download"),
                 )
             dest = (
                 copy.dest
