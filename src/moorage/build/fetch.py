@@ -50,6 +50,7 @@ def download(url: str, folder: str, *, checksum: str | None = None) -> str:
                     digest.update(chunk)
                     out.write(chunk)
     except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the response, and so the connection
         if exc.code == 404:
             raise NotFound(f"{url}: not found (HTTP 404)") from None
         raise Unavailable(f"{url}: HTTP {exc.code} {exc.reason}") from None
