@@ -6,7 +6,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev gcc make libseccomp2 busybox-static tini \
-	runc crun iproute2 nftables iperf3 procps hyperfine mmdebstrap skopeo docker.io
+	runc crun iproute2 nftables iperf3 procps hyperfine mmdebstrap skopeo docker.io \
+	docker-registry
 
 .PHONY: install apt venv demo test lint typecheck unit integration interop bench clean
 
@@ -59,6 +60,8 @@ test: install lint typecheck
 bench: install
 	$(VENV)/bin/python bench/runtime_start.py
 	$(VENV)/bin/python bench/images.py
+	$(VENV)/bin/python bench/registry.py
+	$(VENV)/bin/python bench/registry_pull.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

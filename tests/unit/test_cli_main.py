@@ -42,7 +42,10 @@ def _fresh_group() -> LazyGroup:
 
 def test_every_command_is_found_by_loading_only_its_modules() -> None:
     everything = _fresh_group()
-    everything.load(MODULES_OF["system"] + ("daemon", "bootstrap", "volumes", "networks", "build"))
+    everything.load(
+        MODULES_OF["system"]
+        + ("daemon", "bootstrap", "volumes", "networks", "build", "transfer", "registry")
+    )
     names = set(everything.commands)
     assert names == set(MODULES_OF)
     for name in names:

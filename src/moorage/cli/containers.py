@@ -316,7 +316,7 @@ def _create(c: Client, request: CreateRequest, command: str) -> str:
     try:
         _check_platform(c, image, request.platform)
         if request.pull == "always":
-            _pull(c, image)
+            _pull(c, image, request.platform)
         try:
             created = _post_create(c, request)
         except NotFound as exc:
@@ -325,7 +325,7 @@ def _create(c: Client, request: CreateRequest, command: str) -> str:
             click.echo(
                 f"Unable to find image '{runopts.image_familiar_name(image)}' locally", err=True
             )
-            _pull(c, image)
+            _pull(c, image, request.platform)
             created = _post_create(c, request)
     except MoorageError as exc:
         _fail(daemon_error(exc), command)
@@ -342,16 +342,20 @@ def _post_create(c: Client, request: CreateRequest) -> dict[str, Any]:
     return result
 
 
-def _pull(c: Client, image: str) -> None:
-    """Pull through the daemon (``POST /images/create``), progress on stderr."""
+def _pull(c: Client, image: str, platform: str | None) -> None:
+    """Pull through the daemon (``POST /images/create``) with the registry's stored
+    credentials, as ``moor pull`` does; progress on stderr."""
     from moorage.cli import runopts
+    from moorage.cli.progress import show_stream
+    from moorage.cli.transfer import auth_header_for
 
-    response = c.request("POST", "/images/create", params=runopts.pull_params(image))
-    for event in response.iter_json_lines():
-        if "error" in event:
-            raise MoorageError(event["error"])
-        status = event.get("status", "")
-        click.echo(f"{event['id']}: {status}" if event.get("id") else status, err=True)
+    response = c.request(
+        "POST",
+        "/images/create",
+        params={**runopts.pull_params(image), "platform": platform},
+        headers=auth_header_for(image),
+    )
+    show_stream(response.iter_json_lines(), sys.stderr)
 
 
 def _check_platform(c: Client, image: str, wanted: str | None) -> None:

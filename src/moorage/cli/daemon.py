@@ -36,6 +36,13 @@ from moorage.api.hosts import DEFAULT_EXEC_ROOT, DEFAULT_HOST, DEFAULT_ROOT
     multiple=True,
     help="DNS server for containers and the embedded DNS (default: the host's resolvers)",
 )
+@click.option(
+    "--insecure-registry",
+    "insecure_registries",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="a registry to reach without TLS verification or over plain HTTP (repeatable)",
+)
 def daemon(
     host: str,
     root: str,
@@ -45,6 +52,7 @@ def daemon(
     bridge: str,
     bip: str | None,
     dns: tuple[str, ...],
+    insecure_registries: tuple[str, ...],
 ) -> None:
     """Run the Moorage engine: the Docker Engine API on a unix socket."""
     import asyncio
@@ -64,5 +72,6 @@ def daemon(
         bridge=bridge,
         bip=bip,
         dns=dns,
+        insecure_registries=insecure_registries,
     )
     asyncio.run(serve(config))

@@ -20,7 +20,17 @@ from moorage import __version__
 from moorage.errors import MoorageError
 
 # Registration order matters: ``containers`` extends the ``system`` group of ``images``.
-_ORDER = ("daemon", "bootstrap", "images", "containers", "volumes", "networks", "build")
+_ORDER = (
+    "daemon",
+    "bootstrap",
+    "images",
+    "containers",
+    "volumes",
+    "networks",
+    "build",
+    "transfer",
+    "registry",
+)
 _CONTAINERS = (
     "attach commit container cp create diff events exec inspect kill logs pause port ps "
     "rename restart rm run start stats stop top unpause wait"
@@ -36,6 +46,8 @@ MODULES_OF: dict[str, tuple[str, ...]] = {
     "bootstrap": ("bootstrap",),
     "build": ("build",),
     "builder": ("build",),
+    **{name: ("transfer",) for name in ("pull", "push", "login", "logout")},
+    "registry": ("registry",),
 }
 
 
@@ -88,6 +100,8 @@ _REGISTER: dict[str, Callable[[click.Group], None]] = {
     "volumes": _register_module("volumes"),
     "networks": _register_module("networks"),
     "build": _register_module("build"),
+    "transfer": _register_module("transfer"),
+    "registry": _register_module("registry"),
 }
 
 

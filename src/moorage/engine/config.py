@@ -20,6 +20,8 @@ class EngineConfig(NamedTuple):
     bridge: str = DEFAULT_BRIDGE  # the default bridge network's interface
     bip: str | None = None  # its gateway address and prefix; None: a free subnet
     dns: tuple[str, ...] = ()  # DNS servers for containers; () = the host's
+    # Registries spoken to without TLS verification, or plain HTTP: HOST[:PORT] or CIDR.
+    insecure_registries: tuple[str, ...] = ()
 
     @property
     def socket_path(self) -> str:

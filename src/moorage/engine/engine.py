@@ -23,7 +23,7 @@ class Engine:
 
         self.config = config
         os.makedirs(config.root, mode=0o711, exist_ok=True)
-        self.images = ImageService(config.root)
+        self.images = ImageService(config.root, insecure_registries=config.insecure_registries)
         self.volumes = VolumeService(config.root)
         self.events = EventBus()
         self.networks = NetworkService(
@@ -63,6 +63,7 @@ class Engine:
             "CgroupDriver": "cgroupfs",
             "DefaultRuntime": "moor-runtime",
             "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "RegistryConfig": _registry_config(self.config.insecure_registries),
         }
 
     def disk_usage(self) -> dict[str, Any]:
@@ -88,6 +89,23 @@ class Engine:
         self.networks.close()
         self.volumes.close()
         self.images.close()
+
+
+def _registry_config(insecure: tuple[str, ...]) -> dict[str, Any]:
+    """dockerd's ``RegistryConfig``: what ``docker info`` lists as insecure registries."""
+    cidrs = ["127.0.0.0/8", "::1/128"] + [entry for entry in insecure if "/" in entry]
+    hosts = [entry for entry in insecure if "/" not in entry]
+    index = {
+        host: {"Name": host, "Mirrors": [], "Secure": False, "Official": False} for host in hosts
+    }
+    index["docker.io"] = {"Name": "docker.io", "Mirrors": [], "Secure": True, "Official": True}
+    return {
+        "InsecureRegistryCIDRs": cidrs,
+        "IndexConfigs": index,
+        "Mirrors": [],
+        "AllowNondistributableArtifactsCIDRs": None,
+        "AllowNondistributableArtifactsHostnames": None,
+    }
 
 
 def _os_name() -> str:

@@ -17,7 +17,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from moorage.engine import formats
 from moorage.engine.changes import apply_changes
@@ -42,6 +42,10 @@ from moorage.store.content import ContentStore
 from moorage.store.leases import Leases
 from moorage.store.metadata import ImageRecord, MetadataDB
 from moorage.store.snapshots import mounted, new_snapshotter
+
+if TYPE_CHECKING:
+    from moorage.engine.image_transfer import PullOutcome, PushItem, Transfers
+    from moorage.registry.client.push import PushResult
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +73,10 @@ class Resolved(NamedTuple):
 
 
 class ImageService:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *, insecure_registries: Sequence[str] = ()) -> None:
         self.root = root
+        self.insecure_registries = tuple(insecure_registries)
+        self._transfers: Transfers | None = None  # made on first use
         os.makedirs(root, mode=0o711, exist_ok=True)
         self.db = MetadataDB(os.path.join(root, "metadata.db"))
         self.content = ContentStore(root, db=self.db)
@@ -92,6 +98,24 @@ class ImageService:
     def close(self) -> None:
         self.snapshots.close()
         self.db.close()
+
+    # --- registries (engine/image_transfer.py) -----------------------------------------
+
+    @property
+    def transfers(self) -> Transfers:
+        if self._transfers is None:
+            from moorage.engine.image_transfer import Transfers
+
+            self._transfers = Transfers(self, self.insecure_registries)
+        return self._transfers
+
+    async def pull(self, reference: str, **options: Any) -> PullOutcome:
+        """``docker pull``; see :meth:`image_transfer.Transfers.pull`."""
+        return await self.transfers.pull(reference, **options)
+
+    async def push(self, item: PushItem, **options: Any) -> PushResult:
+        """One tag of a ``docker push``; see :meth:`image_transfer.Transfers.push`."""
+        return await self.transfers.push(item, **options)
 
     # --- resolving names ---------------------------------------------------------
 
@@ -188,7 +212,9 @@ class ImageService:
             return {}
 
     def summary(self, image: Resolved) -> dict[str, Any]:
-        tags = sorted(_familiar(r.name) for r in image.records if not _dangling(r.name))
+        tags = sorted(
+            _familiar(r.name) for r in image.records if not _dangling(r.name) and "@" not in r.name
+        )
         digests = sorted(
             f"{_repo(r.name)}@{r.digest}" for r in image.records if not _dangling(r.name)
         )
@@ -296,6 +322,9 @@ class ImageService:
             ImageRecord(str(ref), record.media_type, record.digest, record.size, now, now, {})
         )
         return ref.familiar()
+
+    def set_name(self, record: ImageRecord) -> None:
+        self._name(record)
 
     def _name(self, record: ImageRecord) -> None:
         """Give ``record.name`` to ``record``'s image. The image that had the name keeps

@@ -7,11 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
+from moorage.api.docker import distribution
 from moorage.api.docker.params import filters as _filters
 from moorage.api.docker.params import flag as _flag
 from moorage.api.docker.server import ENGINE, Routes, json_response
 from moorage.api.docker.streams import body_of, stream_bytes, stream_json_lines
-from moorage.errors import InvalidArgument, NotSupported
+from moorage.errors import InvalidArgument
 
 routes = Routes()
 
@@ -105,9 +106,9 @@ async def save_image(request: web.Request) -> web.StreamResponse:
 
 @routes.add("POST", "/images/create")
 async def create_image(request: web.Request) -> web.StreamResponse:
-    images = request.app[ENGINE].images
     if request.query.get("fromImage"):
-        raise NotSupported("pulling images from a registry is not supported yet")
+        return await distribution.pull_image(request)
+    images = request.app[ENGINE].images
     source = request.query.get("fromSrc")
     if source != "-":
         raise InvalidArgument("create: fromSrc=- (the request body) is the only import source")

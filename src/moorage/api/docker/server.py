@@ -108,6 +108,7 @@ def build_app(engine: Engine) -> web.Application:
         build,
         container_files,
         containers,
+        distribution,
         exec,
         images,
         networks,
@@ -117,7 +118,17 @@ def build_app(engine: Engine) -> web.Application:
 
     app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024**2)
     app[ENGINE] = engine
-    for module in (system, images, volumes, networks, containers, container_files, exec, build):
+    for module in (
+        system,
+        images,
+        distribution,
+        volumes,
+        networks,
+        containers,
+        container_files,
+        exec,
+        build,
+    ):
         module.routes.install(app)
     return app
 

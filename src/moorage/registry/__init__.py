@@ -1,0 +1,1 @@
+"""OCI distribution: the registry client (``client/``) and server (``server/``)."""
