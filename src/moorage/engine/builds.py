@@ -131,11 +131,29 @@ class _Workspace:
 class _Backend:
     """The executor's view of the engine (see ``moorage.build.backend.Backend``)."""
 
-    def __init__(self, service: BuildService, workdir: str, lease: Any) -> None:
+    def __init__(
+        self,
+        service: BuildService,
+        workdir: str,
+        lease: Any,
+        pull: Callable[[str], None] | None = None,
+    ) -> None:
         self.service = service
         self.images = service.images
         self.workdir = workdir
         self.lease = lease
+        self.service_pull = pull
+        # A base is pulled once per build, however many stages or steps name it.
+        self._pulled: set[str] = set()
+        self._pulled_lock = threading.Lock()
+
+    def _pull(self, puller: Callable[[str], None], ref: str) -> None:
+        try:
+            puller(ref)
+        except MoorageError as exc:
+            raise type(exc)(f"pulling {ref}: {exc}") from None
+        with self._pulled_lock:
+            self._pulled.add(ref)
 
     @property
     def architecture(self) -> str:
@@ -144,18 +162,21 @@ class _Backend:
         return host_platform().architecture
 
     def base_image(self, ref: str, *, pull: bool) -> ImageState:
-        if pull:
-            from moorage.errors import NotSupported
-
-            raise NotSupported("--pull: pulling from registries is not available yet")
+        puller = self.service_pull
+        with self._pulled_lock:
+            done = ref in self._pulled
+        if pull and puller is not None and not done:
+            self._pull(puller, ref)
         try:
             image = self.images.resolve(ref)
         except NotFound:
-            raise NotFound(
-                f"pull access denied for {ref}, repository does not exist or may require "
-                f"'docker login': no such image in the local store (pulling arrives with "
-                f"the registry client)"
-            ) from None
+            if puller is None or done:
+                raise NotFound(
+                    f"pull access denied for {ref}, repository does not exist or may require "
+                    f"'docker login': no such image in the local store"
+                ) from None
+            self._pull(puller, ref)  # as docker build does for a base it lacks
+            image = self.images.resolve(ref)
         layers = tuple(
             Layer(d, diff_id)
             for d, diff_id in zip(image.manifest.layers, image.config.rootfs.diff_ids, strict=True)
@@ -289,9 +310,12 @@ class BuildService:
         emit: Callable[[dict[str, Any]], None],
         *,
         context_dir: str | None = None,
+        pull: Callable[[str], None] | None = None,
     ) -> str:
         """Build from ``context`` (a tar), or from the directory ``context_dir`` read in
-        place (it is only read, and what .dockerignore excludes stays out of reach)."""
+        place (it is only read, and what .dockerignore excludes stays out of reach).
+        ``pull(ref)`` fetches a base image from its registry: for ``--pull``, and for a
+        base the store lacks (without it, such a base is an error)."""
         from moorage.build.copy import resolve_in
         from moorage.build.dockerignore import load_matcher
 
@@ -328,7 +352,7 @@ class BuildService:
                 secrets=dict(request.secrets),
             )
             with self.images.leases.lease(labels={"moorage.build": "1"}) as lease:
-                backend = _Backend(self, work, lease)
+                backend = _Backend(self, work, lease, pull)
                 executor = Executor(
                     backend,
                     self.cache,

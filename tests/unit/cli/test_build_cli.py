@@ -42,6 +42,7 @@ class FakeBuilds:
         emit: Emit,
         *,
         context_dir: str | None = None,
+        pull: Any = None,
     ) -> str:
         self.requests.append(request)
         if context_dir is not None:

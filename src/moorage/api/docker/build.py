@@ -375,11 +375,12 @@ async def build(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     builds = engine.builds
     wanted = build_request(request)
+    pull = _puller(request, asyncio.get_running_loop())
     if CONTEXT_DIR_HEADER in request.headers:
         context_dir = _context_in_place(request, request.headers[CONTEXT_DIR_HEADER])
 
         def run_in_place(emit: Callable[[dict[str, Any]], None]) -> str:
-            image_id: str = builds.build(None, wanted, emit, context_dir=context_dir)
+            image_id: str = builds.build(None, wanted, emit, context_dir=context_dir, pull=pull)
             return image_id
 
         return await stream_build(request, run_in_place, quiet=wanted.quiet)
@@ -388,10 +389,59 @@ async def build(request: web.Request) -> web.StreamResponse:
 
     def run(emit: Callable[[dict[str, Any]], None]) -> str:
         with spool_context(cast(BinaryIO, body), staging) as context:
-            image_id: str = builds.build(context, wanted, emit)
+            image_id: str = builds.build(context, wanted, emit, pull=pull)
             return image_id
 
     return await stream_build(request, run, quiet=wanted.quiet)
+
+
+REGISTRY_CONFIG_HEADER = "X-Registry-Config"
+
+
+def _puller(request: web.Request, loop: asyncio.AbstractEventLoop) -> Callable[[str], None] | None:
+    """How the build (in its thread) pulls a base: on the daemon's loop, with the
+    credentials the client sent for that registry in ``X-Registry-Config`` (base64 of
+    ``{server: AuthConfig}``, as the docker CLI sends every login it has)."""
+    images = getattr(request.app[ENGINE], "images", None)
+    if not hasattr(images, "pull"):
+        return None
+    logins = _registry_config(request.headers.get(REGISTRY_CONFIG_HEADER))
+
+    def pull(ref: str) -> None:
+        from moorage.api.registry_auth import server_key
+        from moorage.oci.reference import parse_reference
+
+        credentials = logins.get(server_key(parse_reference(ref).domain))
+        assert images is not None
+        future = asyncio.run_coroutine_threadsafe(images.pull(ref, credentials=credentials), loop)
+        future.result()
+
+    return pull
+
+
+def _registry_config(header: str | None) -> dict[str, Any]:
+    """``X-Registry-Config`` as {server key: credentials}; unreadable means none."""
+    import base64
+    import binascii
+    import json
+
+    from moorage.api.registry_auth import credentials_from_json, server_key
+
+    if not header:
+        return {}
+    text = header.strip().replace("-", "+").replace("_", "/")
+    try:
+        data = json.loads(base64.b64decode(text + "=" * (-len(text) % 4), validate=True))
+    except (binascii.Error, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    logins = {}
+    for server, auth in data.items():
+        credentials = credentials_from_json(auth)
+        if credentials is not None and isinstance(server, str):
+            logins[server_key(server)] = credentials
+    return logins
 
 
 def _context_in_place(request: web.Request, path: str) -> str:
