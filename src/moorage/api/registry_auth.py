@@ -18,11 +18,14 @@ import contextlib
 import json
 from typing import Any
 
+from moorage.errors import MoorageError
 from moorage.registry.client.credentials import Credentials, CredentialStore, server_key
 from moorage.registry.client.resolve import normalize_server
 
 __all__ = [
     "AUTH_HEADER",
+    "REGISTRY_CONFIG_HEADER",
+    "encode_registry_config",
     "CredentialStore",
     "Credentials",
     "decode_registry_auth",
@@ -46,6 +49,31 @@ def encode_registry_auth(credentials: Credentials | None, server: str = "") -> s
         if server:
             data["serveraddress"] = server
     raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+REGISTRY_CONFIG_HEADER = "X-Registry-Config"
+
+
+def encode_registry_config(store: CredentialStore | None = None) -> str | None:
+    """``X-Registry-Config`` for a build: every stored login, as the docker CLI sends
+    them (base64url of ``{server: AuthConfig}``); None when there is none."""
+    store = store or CredentialStore()
+    logins: dict[str, dict[str, str]] = {}
+    for server in store.servers():
+        try:
+            credentials = store.get(server)
+        except MoorageError:
+            continue  # an unreadable entry: that registry is pulled from anonymously
+        if credentials is None:
+            continue
+        if credentials.identity_token:
+            logins[server] = {"identitytoken": credentials.identity_token}
+        else:
+            logins[server] = {"username": credentials.username, "password": credentials.password}
+    if not logins:
+        return None
+    raw = json.dumps(logins, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
 

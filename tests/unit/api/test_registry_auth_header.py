@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 
 from moorage.api.registry_auth import (
     Credentials,
+    CredentialStore,
     credentials_from_json,
     decode_registry_auth,
     encode_registry_auth,
@@ -62,3 +64,20 @@ def test_a_config_style_auth_field_is_understood() -> None:
     auth = base64.b64encode(b"me:secret").decode()
     assert credentials_from_json({"auth": auth}) == Credentials("me", "secret")
     assert credentials_from_json({"registrytoken": "tok"}) == Credentials(registry_token="tok")
+
+
+def test_every_stored_login_goes_into_a_builds_registry_config(tmp_path: Path) -> None:
+    from moorage.api.docker.build import _registry_config
+    from moorage.api.registry_auth import encode_registry_config
+
+    store = CredentialStore(tmp_path / "config.json", fallback=tmp_path / "none.json")
+    assert encode_registry_config(store) is None
+    store.store("localhost:5000", Credentials("me", "pw"))
+    store.store("docker.io", Credentials("", "", "token"))
+
+    logins = _registry_config(encode_registry_config(store))
+
+    assert logins == {
+        "localhost:5000": Credentials("me", "pw"),
+        "https://index.docker.io/v1/": Credentials("", "", "token"),
+    }

@@ -395,9 +395,6 @@ async def build(request: web.Request) -> web.StreamResponse:
     return await stream_build(request, run, quiet=wanted.quiet)
 
 
-REGISTRY_CONFIG_HEADER = "X-Registry-Config"
-
-
 def _puller(request: web.Request, loop: asyncio.AbstractEventLoop) -> Callable[[str], None] | None:
     """How the build (in its thread) pulls a base: on the daemon's loop, with the
     credentials the client sent for that registry in ``X-Registry-Config`` (base64 of
@@ -405,6 +402,8 @@ def _puller(request: web.Request, loop: asyncio.AbstractEventLoop) -> Callable[[
     images = getattr(request.app[ENGINE], "images", None)
     if not hasattr(images, "pull"):
         return None
+    from moorage.api.registry_auth import REGISTRY_CONFIG_HEADER
+
     logins = _registry_config(request.headers.get(REGISTRY_CONFIG_HEADER))
 
     def pull(ref: str) -> None:

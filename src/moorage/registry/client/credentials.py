@@ -139,6 +139,17 @@ class CredentialStore:
                         return found
         return None
 
+    def servers(self) -> list[str]:
+        """Every server that has an entry (Moorage's file first, then docker's)."""
+        found: list[str] = []
+        for path in (self.path, self.fallback):
+            if path is None:
+                continue
+            auths = _read(path).get("auths")
+            if isinstance(auths, dict):
+                found += [key for key in auths if isinstance(key, str) and key not in found]
+        return found
+
     def store(self, server: str, credentials: Credentials) -> None:
         """File ``credentials`` for ``server``, replacing any entry for it."""
         data = _read(self.path)
