@@ -47,6 +47,17 @@ _PATH = click.Path(dir_okay=False, exists=True, path_type=Path)
 @click.option("--tls-key", type=_PATH, help="the certificate's private key (PEM)")
 @click.option("--read-only", is_flag=True, help="refuse pushes and deletes (405)")
 @click.option(
+    "--proxy",
+    metavar="URL",
+    help="a pull-through cache of this registry (https://host[:port]); refuses pushes",
+)
+@click.option("--proxy-username", help="the upstream registry's user name")
+@click.option(
+    "--proxy-password",
+    envvar="MOOR_REGISTRY_PROXY_PASSWORD",
+    help="the upstream registry's password (or $MOOR_REGISTRY_PROXY_PASSWORD)",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -63,12 +74,16 @@ def serve_cmd(
     tls_cert: Path | None,
     tls_key: Path | None,
     read_only: bool,
+    proxy: str | None,
+    proxy_username: str | None,
+    proxy_password: str | None,
     log_level: str,
 ) -> None:
     """Serve the OCI distribution API from a Moorage content store.
 
     Prints "listening on URL" once it accepts connections (an --addr port of 0
-    picks a free one). Stops on SIGTERM or Ctrl-C.
+    picks a free one). Stops on SIGTERM or Ctrl-C. With --proxy, a pull-through
+    cache: what is not stored yet is fetched from the upstream registry and kept.
     """
     import asyncio
     import logging
@@ -91,6 +106,9 @@ def serve_cmd(
         tls_cert=tls_cert,
         tls_key=tls_key,
         read_only=read_only,
+        proxy=proxy,
+        proxy_username=proxy_username,
+        proxy_password=proxy_password,
     )
     try:
         config.check()

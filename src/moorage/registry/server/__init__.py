@@ -11,9 +11,9 @@ layout), ``names`` (names, tags, digests), ``errors`` (error classes and their o
 status table), ``routes_manifests``, ``routes_blobs``, ``routes_uploads``,
 ``routes_discovery`` (the endpoints), ``uploads`` (upload sessions), ``storage`` and
 ``metadata`` (blobs and names on disk), ``ranges`` (byte ranges), ``auth``,
-``htpasswd``, ``tokens`` (who may do what), ``gc`` (``moor registry gc``). See
-docs/registry.md for the design. Names are loaded on first use, so that ``gc`` does
-not import aiohttp.
+``htpasswd``, ``tokens`` (who may do what), ``gc`` (``moor registry gc``), ``proxy``
+(the pull-through cache, ``--proxy``). See docs/registry.md for the design. Names are
+loaded on first use, so that ``gc`` does not import aiohttp.
 """
 
 from __future__ import annotations

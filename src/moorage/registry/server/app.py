@@ -4,8 +4,9 @@ Every request goes through :meth:`Registry.handle`::
 
     parse the raw path into an endpoint        (paths.py: 404 outside the API, bad names 400)
     authorize the scopes it needs              (auth.py: 401 with a challenge)
-    refuse writes when read-only               (405 UNSUPPORTED, Allow: GET, HEAD)
-    call the endpoint's handler                (routes_*.py)
+    refuse writes when read-only or a cache    (405 UNSUPPORTED, Allow: GET, HEAD)
+    call the endpoint's handler                (routes_*.py; proxy.py fetches first
+                                                for a pull-through cache)
     turn any Moorage error into the spec's     (errors.py: one table)
     error body
 
@@ -22,7 +23,7 @@ import logging
 import signal
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
@@ -57,6 +58,9 @@ from moorage.registry.server.routes_uploads import (
 from moorage.registry.server.storage import Storage
 from moorage.registry.server.uploads import Uploads
 
+if TYPE_CHECKING:
+    from moorage.registry.server.proxy import Proxy
+
 __all__ = ["Registry", "build_app", "make_authorizer", "serve"]
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,22 @@ _ROUTES: Final[Mapping[Kind, Mapping[str, Handler]]] = {
     Kind.TAGS: {"GET": list_tags},
     Kind.REFERRERS: {"GET": referrers},
 }
+
+
+def _proxy_routes() -> Mapping[Kind, Mapping[str, Handler]]:
+    """The routes of a pull-through cache: manifest and blob reads fetch what is missing."""
+    from moorage.registry.server import proxy
+
+    routes = dict(_ROUTES)
+    routes[Kind.MANIFEST] = {
+        **_ROUTES[Kind.MANIFEST],
+        "GET": proxy.get_manifest,
+        "HEAD": proxy.get_manifest,
+    }
+    routes[Kind.BLOB] = {**_ROUTES[Kind.BLOB], "GET": proxy.get_blob, "HEAD": proxy.get_blob}
+    return routes
+
+
 _READS: Final = frozenset({"GET", "HEAD"})
 _PULL: Final = ("pull",)
 _PUSH: Final = ("pull", "push")
@@ -124,12 +144,15 @@ class Registry:
         authorizer: Authorizer | None = None,
         *,
         read_only: bool = False,
+        proxy: Proxy | None = None,
     ) -> None:
         self.storage = storage
         self.uploads = Uploads(storage)
         # None when everyone may do everything: the hot path then skips the scopes.
         self.authorizer = None if isinstance(authorizer, AllowAll) else authorizer
         self.read_only = read_only
+        self.proxy = proxy
+        self._routes = _ROUTES if proxy is None else _proxy_routes()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -137,7 +160,7 @@ class Registry:
             if not path.startswith("/"):  # an absolute-form request target
                 path = request.rel_url.raw_path
             endpoint = parse_path(path)
-            handlers = _ROUTES[endpoint.kind]
+            handlers = self._routes[endpoint.kind]
             method = request.method
             if self.authorizer is not None:
                 scopes = scopes_for(endpoint, method, request.query)
@@ -148,9 +171,12 @@ class Registry:
                     f"method {method} not allowed on {endpoint.kind.value} endpoints",
                     headers={"Allow": ", ".join(handlers)},
                 )
-            if self.read_only and method not in _READS:
+            if method not in _READS and (self.read_only or self.proxy is not None):
                 raise ReadOnly(
-                    f"registry is read-only: {method} refused", headers={"Allow": "GET, HEAD"}
+                    f"registry is read-only: {method} refused"
+                    if self.proxy is None
+                    else f"registry is a pull-through cache of {self.proxy.url}: {method} refused",
+                    headers={"Allow": "GET, HEAD"},
                 )
             response = await handler(self, request, endpoint)
             if not response.prepared:  # a streamed blob has its headers out already
@@ -230,7 +256,17 @@ async def serve(
     authorizer = make_authorizer(config)
     context = _ssl_context(config)
     storage = await asyncio.to_thread(Storage, config.root)
-    registry = Registry(storage, authorizer, read_only=config.read_only)
+    proxy: Proxy | None = None
+    if config.proxy is not None:
+        from moorage.registry.server.proxy import Proxy
+
+        proxy = Proxy(
+            storage,
+            config.proxy,
+            username=config.proxy_username,
+            password=config.proxy_password,
+        )
+    registry = Registry(storage, authorizer, read_only=config.read_only, proxy=proxy)
     runner = web.AppRunner(
         build_app(registry),
         access_log=log if log.isEnabledFor(logging.DEBUG) else None,
@@ -250,6 +286,8 @@ async def serve(
         shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
         url = f"{'https' if context else 'http'}://{shown}:{bound[1]}"
         log.info("listening on %s, root %s", url, config.root)
+        if proxy is not None:
+            log.info("a pull-through cache of %s", proxy.url)
         if ready is not None:
             ready(url)
         async with asyncio.TaskGroup() as tasks:
@@ -261,5 +299,7 @@ async def serve(
             loop.remove_signal_handler(signum)
         await runner.cleanup()
         registry.close()
+        if proxy is not None:
+            await proxy.close()
         with contextlib.suppress(MoorageError):
             storage.close()

@@ -24,12 +24,15 @@ Every error the server answers with is a class here, under the closed set of
     │   └── EndpointUnknown        404 UNSUPPORTED
     ├── NotSupported
     │   ├── MethodNotAllowed       405 UNSUPPORTED
-    │   └── ReadOnly               405 UNSUPPORTED (Allow: GET, HEAD, as distribution)
+    │   └── ReadOnly               405 UNSUPPORTED (Allow: GET, HEAD, as distribution's
+    │                                  read-only mode and pull-through cache answer writes)
     ├── PermissionDenied
     │   ├── Unauthorized           401 UNAUTHORIZED (with a WWW-Authenticate challenge)
     │   └── Denied                 403 DENIED
     └── Unavailable
-        └── UploadBusy             429 TOOMANYREQUESTS
+        ├── UploadBusy             429 TOOMANYREQUESTS
+        ├── UpstreamUnavailable    503 UNAVAILABLE (a pull-through cache's upstream is down)
+        └── UpstreamInvalid        502 UNKNOWN (its upstream sent what cannot be stored)
 
 Messages are Moorage's: lower-case, naming the input (``blob unknown to registry:
 library/busybox@sha256:...``). They go in the ``message`` field of the spec's body,
@@ -76,6 +79,8 @@ __all__ = [
     "TagInvalid",
     "Unauthorized",
     "UploadBusy",
+    "UpstreamInvalid",
+    "UpstreamUnavailable",
     "error_body",
     "reply_for",
 ]
@@ -180,6 +185,15 @@ class UploadBusy(RegistryError, Unavailable):
     """Another request (or process) holds the upload session."""
 
 
+class UpstreamUnavailable(RegistryError, Unavailable):
+    """A pull-through cache cannot reach its upstream, and has nothing cached to serve."""
+
+
+class UpstreamInvalid(RegistryError, Unavailable):
+    """A pull-through cache's upstream answered with what cannot be stored: content that
+    does not hash to its digest, a manifest that does not parse, a refusal."""
+
+
 class ErrorReply(NamedTuple):
     status: int
     code: str
@@ -208,6 +222,8 @@ _REPLIES: dict[type[BaseException], ErrorReply] = {
     Unauthorized: ErrorReply(401, "UNAUTHORIZED"),
     Denied: ErrorReply(403, "DENIED"),
     UploadBusy: ErrorReply(429, "TOOMANYREQUESTS"),
+    UpstreamUnavailable: ErrorReply(503, "UNAVAILABLE"),
+    UpstreamInvalid: ErrorReply(502, "UNKNOWN"),
     # Errors from below the server. 5xx bodies are not bound to the spec's codes.
     InvalidArgument: ErrorReply(400, "UNSUPPORTED"),
     NotFound: ErrorReply(404, "UNSUPPORTED"),

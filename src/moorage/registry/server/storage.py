@@ -127,6 +127,22 @@ def describe_manifest(raw: bytes, content_type: str | None) -> tuple[Manifest | 
     return document, media_type
 
 
+def _record(
+    digest: Digest, raw: bytes, document: Manifest | Index, media_type: str
+) -> ManifestRecord:
+    artifact_type = document.artifact_type
+    if artifact_type is None and isinstance(document, Manifest):
+        artifact_type = document.config.media_type
+    return ManifestRecord(
+        digest=digest,
+        media_type=media_type,
+        size=len(raw),
+        subject=None if document.subject is None else document.subject.digest,
+        artifact_type=artifact_type,
+        annotations=document.annotations,
+    )
+
+
 class Storage:
     """Everything the server and the collector keep under ``root``."""
 
@@ -217,17 +233,7 @@ class Storage:
                 )
         document, media_type = describe_manifest(raw, content_type)
         blobs, manifests = _children(document)
-        artifact_type = document.artifact_type
-        if artifact_type is None and isinstance(document, Manifest):
-            artifact_type = document.config.media_type
-        record = ManifestRecord(
-            digest=digest,
-            media_type=media_type,
-            size=len(raw),
-            subject=None if document.subject is None else document.subject.digest,
-            artifact_type=artifact_type,
-            annotations=document.annotations,
-        )
+        record = _record(digest, raw, document, media_type)
         with self.write_fence():
             missing = self.db.missing_blobs(repo, blobs)
             missing += [d for d in blobs if d not in missing and not self.content.exists(d)]
@@ -244,3 +250,31 @@ class Storage:
             self.db.put_manifest(repo, record, tag)
         self.manifests.put(digest, raw)
         return record
+
+    # ----------------------------------------------------------------- a pull-through cache
+
+    def cache_manifest(
+        self, repo: str, raw: bytes, media_type: str, tag: str | None
+    ) -> ManifestRecord:
+        """Record a manifest fetched (and verified) from an upstream, and point ``tag``.
+
+        Unlike a push, what it names need not be here: a cache fetches blobs and child
+        manifests when they are asked for.
+        """
+        digest = Digest("sha256:" + hashlib.sha256(raw).hexdigest())
+        document, media_type = describe_manifest(raw, media_type)
+        record = _record(digest, raw, document, media_type)
+        with self.write_fence():
+            self.content.write_blob(raw, expected=digest)
+            self.db.put_manifest(repo, record, tag)
+        self.manifests.put(digest, raw)
+        return record
+
+    def link_cached(self, repo: str, digest: str) -> bool:
+        """Link a blob fetched from an upstream into ``repo``; False if it is gone again
+        (a collection swept it between the fetch and now)."""
+        with self.write_fence():
+            if not self.content.exists(digest):
+                return False
+            self.db.link_blob(repo, digest)
+        return True
