@@ -25,6 +25,7 @@ from moorage.registry.client.resolve import normalize_server
 __all__ = [
     "AUTH_HEADER",
     "REGISTRY_CONFIG_HEADER",
+    "decode_registry_config",
     "encode_registry_config",
     "CredentialStore",
     "Credentials",
@@ -77,17 +78,33 @@ def encode_registry_config(store: CredentialStore | None = None) -> str | None:
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
+def decode_registry_config(header: str | None) -> dict[str, Credentials]:
+    """An ``X-Registry-Config`` value as {server key: credentials}; unreadable: none."""
+    data = _json_of(header)
+    if not isinstance(data, dict):
+        return {}
+    logins = {}
+    for server, auth in data.items():
+        credentials = credentials_from_json(auth)
+        if credentials is not None and isinstance(server, str):
+            logins[server_key(server)] = credentials
+    return logins
+
+
 def decode_registry_auth(header: str | None) -> Credentials | None:
     """The credentials in an ``X-Registry-Auth`` value; None for none or an unreadable one."""
+    return credentials_from_json(_json_of(header))
+
+
+def _json_of(header: str | None) -> Any:
+    """The JSON in a base64url (padded or not) header value; None when unreadable."""
     if not header or not header.strip():
         return None
     text = header.strip().replace("-", "+").replace("_", "/")
     try:
-        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-        data: Any = json.loads(raw)
+        return json.loads(base64.b64decode(text + "=" * (-len(text) % 4), validate=True))
     except (binascii.Error, ValueError):
         return None
-    return credentials_from_json(data)
 
 
 def credentials_from_json(data: Any) -> Credentials | None:

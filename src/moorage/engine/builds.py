@@ -142,7 +142,7 @@ class _Backend:
         self.images = service.images
         self.workdir = workdir
         self.lease = lease
-        self.service_pull = pull
+        self.puller = pull
         # A base is pulled once per build, however many stages or steps name it.
         self._pulled: set[str] = set()
         self._pulled_lock = threading.Lock()
@@ -162,7 +162,7 @@ class _Backend:
         return host_platform().architecture
 
     def base_image(self, ref: str, *, pull: bool) -> ImageState:
-        puller = self.service_pull
+        puller = self.puller
         with self._pulled_lock:
             done = ref in self._pulled
         if pull and puller is not None and not done:

@@ -67,15 +67,14 @@ def test_a_config_style_auth_field_is_understood() -> None:
 
 
 def test_every_stored_login_goes_into_a_builds_registry_config(tmp_path: Path) -> None:
-    from moorage.api.docker.build import _registry_config
-    from moorage.api.registry_auth import encode_registry_config
+    from moorage.api.registry_auth import decode_registry_config, encode_registry_config
 
     store = CredentialStore(tmp_path / "config.json", fallback=tmp_path / "none.json")
     assert encode_registry_config(store) is None
     store.store("localhost:5000", Credentials("me", "pw"))
     store.store("docker.io", Credentials("", "", "token"))
 
-    logins = _registry_config(encode_registry_config(store))
+    logins = decode_registry_config(encode_registry_config(store))
 
     assert logins == {
         "localhost:5000": Credentials("me", "pw"),

@@ -402,9 +402,9 @@ def _puller(request: web.Request, loop: asyncio.AbstractEventLoop) -> Callable[[
     images = getattr(request.app[ENGINE], "images", None)
     if not hasattr(images, "pull"):
         return None
-    from moorage.api.registry_auth import REGISTRY_CONFIG_HEADER
+    from moorage.api.registry_auth import REGISTRY_CONFIG_HEADER, decode_registry_config
 
-    logins = _registry_config(request.headers.get(REGISTRY_CONFIG_HEADER))
+    logins = decode_registry_config(request.headers.get(REGISTRY_CONFIG_HEADER))
 
     def pull(ref: str) -> None:
         from moorage.api.registry_auth import server_key
@@ -416,31 +416,6 @@ def _puller(request: web.Request, loop: asyncio.AbstractEventLoop) -> Callable[[
         future.result()
 
     return pull
-
-
-def _registry_config(header: str | None) -> dict[str, Any]:
-    """``X-Registry-Config`` as {server key: credentials}; unreadable means none."""
-    import base64
-    import binascii
-    import json
-
-    from moorage.api.registry_auth import credentials_from_json, server_key
-
-    if not header:
-        return {}
-    text = header.strip().replace("-", "+").replace("_", "/")
-    try:
-        data = json.loads(base64.b64decode(text + "=" * (-len(text) % 4), validate=True))
-    except (binascii.Error, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    logins = {}
-    for server, auth in data.items():
-        credentials = credentials_from_json(auth)
-        if credentials is not None and isinstance(server, str):
-            logins[server_key(server)] = credentials
-    return logins
 
 
 def _context_in_place(request: web.Request, path: str) -> str:
