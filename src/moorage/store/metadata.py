@@ -54,7 +54,7 @@ from moorage.errors import (
     NotFound,
     Unavailable,
 )
-from moorage.store.sqlite import migrate
+from moorage.store.sqlite import INHERITED_CONNECTIONS, migrate
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -222,8 +222,14 @@ def _lease(row: sqlite3.Row) -> LeaseRecord:
     )
 
 
+# Idle connections kept for the next user; more may be open at once, and those past
+# this are closed when given back.
+IDLE_CONNECTIONS = 8
+
+
 class _ThreadState(threading.local):
-    conn: sqlite3.Connection | None = None
+    conn: sqlite3.Connection | None = None  # leased from the pool while depth > 0
+    depth: int = 0  # nested leases (a method called inside a transaction joins it)
     pid: int = 0
     mode: str | None = None  # None, "read" or "write": the open transaction, if any
 
@@ -251,33 +257,31 @@ class MetadataDB:
         self.path = os.fspath(path)
         self._state = _ThreadState()
         self._lock = threading.Lock()
-        # (pid, thread, connection) of every open connection, so that close() can
-        # close them all and a connection whose thread has ended is closed too.
-        self._conns: list[tuple[int, threading.Thread, sqlite3.Connection]] = []
-        conn = self._conn()
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
+        # Connections are leased per transaction (or per statement outside one), not
+        # kept per thread: a daemon runs many short-lived threads, and a connection
+        # holds descriptors that SQLite may only close once no other connection in the
+        # process holds a lock, which in WAL mode is never. So the process holds as
+        # many connections as it ever used at once, not as it ever had threads.
+        self._idle: list[tuple[int, sqlite3.Connection]] = []  # (pid, connection)
+        self._generation = 0  # close() bumps it: older leased connections are closed
+        with self._lease() as conn:
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
         if str(mode).lower() != "wal":
             raise FailedPrecondition(f"metadata database {self.path}: cannot use WAL ({mode})")
         self._migrate()
 
     # ----------------------------------------------------------------- connections
 
-    def _conn(self) -> sqlite3.Connection:
-        state = self._state
-        pid = os.getpid()
-        if state.conn is not None and state.pid == pid:
-            return state.conn
-        # A connection inherited through fork() must never be used (or closed) by the
-        # child: SQLite's locks belong to the parent. Open a fresh one.
+    def _open(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 self.path,
                 timeout=BUSY_TIMEOUT_MS / 1000,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                check_same_thread=False,  # so that close() may close every thread's
+                check_same_thread=False,  # leased to one thread at a time
             )
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -286,25 +290,64 @@ class MetadataDB:
             conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
-        state.conn, state.pid, state.mode = conn, pid, None
-        with self._lock:
-            ended = [c for p, t, c in self._conns if p == pid and not t.is_alive()]
-            self._conns = [(p, t, c) for p, t, c in self._conns if p != pid or t.is_alive()] + [
-                (pid, threading.current_thread(), conn)
-            ]
-        for old in ended:  # a daemon starts a thread per long request: don't keep theirs
-            old.close()
         return conn
 
-    def close(self) -> None:
-        """Close every connection this process opened; the object may be used again."""
+    def _checkout(self) -> tuple[sqlite3.Connection, int]:
         pid = os.getpid()
         with self._lock:
-            mine = [c for p, _, c in self._conns if p == pid]
-            self._conns = [(p, t, c) for p, t, c in self._conns if p != pid]
-        for conn in mine:
-            conn.close()
-        self._state = _ThreadState()
+            generation = self._generation
+            while self._idle:
+                owner, conn = self._idle.pop()
+                if owner == pid:
+                    return conn, generation
+                # Inherited through fork(): never used (or closed) by the child, as
+                # SQLite's locks and the WAL belong to the parent.
+                INHERITED_CONNECTIONS.append(conn)
+        return self._open(), generation
+
+    def _checkin(self, conn: sqlite3.Connection, generation: int) -> None:
+        if conn.in_transaction:  # never hand on an open transaction
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        with self._lock:
+            if generation == self._generation and len(self._idle) < IDLE_CONNECTIONS:
+                self._idle.append((os.getpid(), conn))
+                return
+        conn.close()
+
+    @contextlib.contextmanager
+    def _lease(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection for the block: the one it already leased (nested
+        calls join the outer transaction) or one from the pool."""
+        state = self._state
+        pid = os.getpid()
+        if state.depth and state.pid == pid and state.conn is not None:
+            state.depth += 1
+            try:
+                yield state.conn
+            finally:
+                state.depth -= 1
+            return
+        conn, generation = self._checkout()
+        state.conn, state.depth, state.pid, state.mode = conn, 1, pid, None
+        try:
+            yield conn
+        finally:
+            state.conn, state.depth, state.mode = None, 0, None
+            self._checkin(conn, generation)
+
+    def close(self) -> None:
+        """Close every idle connection; those in use are closed when given back. The
+        object may be used again."""
+        pid = os.getpid()
+        with self._lock:
+            self._generation += 1
+            idle, self._idle = self._idle, []
+        for owner, conn in idle:
+            if owner == pid:
+                conn.close()
+            else:
+                INHERITED_CONNECTIONS.append(conn)
 
     def __enter__(self) -> MetadataDB:
         return self
@@ -328,23 +371,23 @@ class MetadataDB:
         something another process needs in order to commit (a flock, a child's reply).
         """
         state = self._state
-        conn = self._conn()
-        if state.mode == "write":
-            yield
-            return
-        if state.mode == "read":
-            raise FailedPrecondition("metadata: a write cannot start inside a read transaction")
-        yield from self._run(conn, "BEGIN IMMEDIATE", "write")
+        with self._lease() as conn:
+            if state.mode == "write":
+                yield
+                return
+            if state.mode == "read":
+                raise FailedPrecondition("metadata: a write cannot start inside a read transaction")
+            yield from self._run(conn, "BEGIN IMMEDIATE", "write")
 
     @contextlib.contextmanager
     def read_transaction(self) -> Iterator[None]:
         """A read-only transaction: every read inside sees one consistent snapshot."""
         state = self._state
-        conn = self._conn()
-        if state.mode is not None:
-            yield
-            return
-        yield from self._run(conn, "BEGIN DEFERRED", "read")
+        with self._lease() as conn:
+            if state.mode is not None:
+                yield
+                return
+            yield from self._run(conn, "BEGIN DEFERRED", "read")
 
     def _run(self, conn: sqlite3.Connection, begin: str, mode: str) -> Iterator[None]:
         state = self._state
@@ -370,18 +413,19 @@ class MetadataDB:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self.transaction():
+        with self.transaction(), self._lease() as conn:
             try:
-                yield self._conn()
+                yield conn
             except sqlite3.Error as exc:
                 raise self._translate(exc) from exc
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        try:
-            yield self._conn()
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
+        with self._lease() as conn:
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
 
     def _migrate(self) -> None:
         with self._write() as conn:

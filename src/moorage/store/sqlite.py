@@ -1,7 +1,10 @@
-"""What every SQLite database of Moorage does the same way: versioned migrations."""
+"""What every SQLite database of Moorage does the same way: versioned migrations, and
+connections that belong to one thread."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Sequence
 
@@ -29,3 +32,34 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Sequence[str]], what:
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
     elif version != target:
         conn.execute("UPDATE schema_version SET version = ?", (target,))
+
+
+# Connections a forked child inherited: never closed there (SQLite's locks and its WAL
+# belong to the parent, and closing the last connection may checkpoint and delete it).
+INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
+
+
+class ThreadConnection:
+    """A thread's own connection, closed when that thread ends.
+
+    Keep it in a ``threading.local``: those drop a thread's values as the thread exits,
+    and this closes the connection then. A daemon runs many short-lived threads, and a
+    connection kept past its thread holds descriptors (its WAL's, and its database
+    file's, which SQLite may only close once no connection in the process holds a lock).
+    """
+
+    __slots__ = ("conn", "pid", "__weakref__")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        if self.pid != os.getpid():
+            INHERITED_CONNECTIONS.append(self.conn)
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    def __del__(self) -> None:
+        self.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import sqlite3
 import subprocess
 import sys
@@ -73,9 +75,9 @@ def test_wal_mode_and_pragmas(db: MetadataDB, tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         conn.close()
-    own = db._conn()
-    assert own.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert own.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+    with db._lease() as own:
+        assert own.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert own.execute("PRAGMA busy_timeout").fetchone()[0] > 0
     assert db.schema_version() == SCHEMA_VERSION
     assert db.integrity_check() == []
 
@@ -183,6 +185,37 @@ def test_lease_context_deletes_the_lease(db: MetadataDB) -> None:
     with pytest.raises(RuntimeError), leases.lease() as lease:
         raise RuntimeError("pull failed")
     assert db.list_leases() == []
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_short_lived_threads_do_not_pile_up_connections(db: MetadataDB) -> None:
+    # A daemon starts a thread per container event; each used to keep a connection
+    # (and its descriptors) until some later thread noticed it had ended.
+    db.put_image(image("warm"))
+    gc.collect()  # what earlier tests left unreachable does not close in the middle
+    before = _open_descriptors()
+    for n in range(40):
+        t = threading.Thread(target=db.put_image, args=(image(f"short{n}"),))
+        t.start()
+        t.join()
+    assert _open_descriptors() == before
+    assert len(db.list_images()) == 41
+
+
+def test_a_nested_call_joins_the_transaction_of_its_thread(db: MetadataDB) -> None:
+    with db.transaction():
+        db.put_image(image("inside"))
+        with db._lease() as outer, db._lease() as inner:
+            assert outer is inner
+        seen_elsewhere: list[int] = []
+        other = threading.Thread(target=lambda: seen_elsewhere.append(len(db.list_images())))
+        other.start()
+        other.join()
+        assert seen_elsewhere == [0]  # not committed yet: another connection
+    assert [i.name for i in db.list_images()] == ["inside"]
 
 
 def test_threads_each_get_a_connection(db: MetadataDB) -> None:

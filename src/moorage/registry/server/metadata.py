@@ -25,6 +25,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -33,7 +34,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from moorage.errors import FailedPrecondition, MoorageError, Unavailable
-from moorage.store.sqlite import migrate
+from moorage.store.sqlite import ThreadConnection, migrate
 
 __all__ = ["ManifestRecord", "RegistryDB", "UploadRecord"]
 
@@ -110,8 +111,7 @@ def _now() -> str:
 
 
 class _Local(threading.local):
-    conn: sqlite3.Connection | None = None
-    pid: int = 0
+    owned: ThreadConnection | None = None
 
 
 class RegistryDB:
@@ -121,7 +121,7 @@ class RegistryDB:
         self.path = os.fspath(path)
         self._local = _Local()
         self._lock = threading.Lock()
-        self._conns: list[tuple[int, sqlite3.Connection]] = []
+        self._conns: weakref.WeakSet[ThreadConnection] = weakref.WeakSet()
         with self._guard():
             conn = self._conn()
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -134,9 +134,8 @@ class RegistryDB:
 
     def _conn(self) -> sqlite3.Connection:
         local = self._local
-        pid = os.getpid()
-        if local.conn is not None and local.pid == pid:
-            return local.conn
+        if local.owned is not None and local.owned.pid == os.getpid():
+            return local.owned.conn
         # A connection inherited through fork() belongs to the parent: open a new one.
         conn = sqlite3.connect(
             self.path,
@@ -149,18 +148,17 @@ class RegistryDB:
         conn.execute("PRAGMA foreign_keys = ON")
         # FULL: a pushed manifest survives power loss, as its blobs do.
         conn.execute("PRAGMA synchronous = FULL")
-        local.conn, local.pid = conn, pid
+        local.owned = ThreadConnection(conn)
         with self._lock:
-            self._conns.append((pid, conn))
+            self._conns.add(local.owned)
         return conn
 
     def close(self) -> None:
-        pid = os.getpid()
         with self._lock:
-            mine = [c for p, c in self._conns if p == pid]
-            self._conns = [(p, c) for p, c in self._conns if p != pid]
-        for conn in mine:
-            conn.close()
+            mine = [c for c in self._conns if c.pid == os.getpid()]
+            self._conns = weakref.WeakSet()
+        for owned in mine:
+            owned.close()
         self._local = _Local()
 
     @contextlib.contextmanager
