@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev gcc make libseccomp2 busybox-static tini \
 	runc crun iproute2 nftables iperf3 procps hyperfine mmdebstrap skopeo docker.io \
-	docker-registry
+	docker-registry docker-compose
 
 .PHONY: install apt venv demo test lint typecheck unit integration interop bench clean
 

@@ -100,7 +100,7 @@ def test_import_with_changes_history_and_tags(daemon: Daemon, tmp_path: Path) ->
 def test_errors_name_the_input(daemon: Daemon, tmp_path: Path) -> None:
     missing = daemon.moor("image", "inspect", "nosuch:tag", check=False)
     assert missing.returncode != 0
-    assert b"no such image: nosuch:tag" in missing.stderr
+    assert b"No such image: nosuch:tag" in missing.stderr
     bad = daemon.moor("tag", "nosuch", "x", check=False)
     assert bad.returncode != 0
     not_tar = tmp_path / "not.tar"

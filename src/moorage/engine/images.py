@@ -154,7 +154,7 @@ class ImageService:
             return matches[0]
         if len(matches) > 1:
             raise Conflict(f"ambiguous image id prefix: {name}")
-        raise NotFound(f"no such image: {name}")
+        raise NotFound(f"No such image: {name}")
 
     def _by_repo_digest(self, name: str, records: list[ImageRecord]) -> Resolved | None:
         """``repo@sha256:...``: a record of that repository whose target has that digest."""
