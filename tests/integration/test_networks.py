@@ -388,6 +388,43 @@ def test_connect_and_disconnect_a_running_container(
     assert set(_inspect(daemon, name)["NetworkSettings"]["Networks"]) == {"bridge"}
 
 
+def test_a_created_container_reconnected_with_aliases_starts_on_its_network(
+    daemon: Daemon, cleanup: Callable[[str, str], None]
+) -> None:
+    # What docker-compose does to every container it creates: disconnect it from the
+    # network it was created on, connect it again with aliases, then start it.
+    net = _network(daemon, cleanup)
+    name, peer = f"recon-{uuid.uuid4().hex[:6]}", f"peer-{uuid.uuid4().hex[:6]}"
+    cleanup("container", name)
+    cleanup("container", peer)
+    daemon.moor("create", "--name", name, "--network", net, "busybox", "sleep", "300")
+    daemon.moor("network", "disconnect", net, name)
+    assert _inspect(daemon, name)["NetworkSettings"]["Networks"] == {}
+    assert _inspect(daemon, name)["HostConfig"]["NetworkMode"] == net
+    daemon.moor("network", "connect", "--alias", "svc", net, name)
+    daemon.moor("start", name)
+    networks = _inspect(daemon, name)["NetworkSettings"]["Networks"]
+    assert set(networks) == {net}
+    assert networks[net]["IPAddress"]
+    daemon.moor("run", "-d", "--name", peer, "--network", net, "busybox", "sleep", "300")
+    assert _exec(daemon, peer, "ping", "-c", "1", "-W", "5", "svc").returncode == 0
+
+
+def test_a_container_disconnected_from_every_network_starts_with_loopback_only(
+    daemon: Daemon, cleanup: Callable[[str, str], None]
+) -> None:
+    net = _network(daemon, cleanup)
+    name = f"alone-{uuid.uuid4().hex[:6]}"
+    cleanup("container", name)
+    daemon.moor("create", "--name", name, "--network", net, "busybox", "sleep", "300")
+    daemon.moor("network", "disconnect", net, name)
+    daemon.moor("start", name)
+    links = _out(_exec(daemon, name, "ip", "-o", "link"))
+    assert ": lo:" in links
+    assert "eth0" not in links
+    assert _inspect(daemon, name)["NetworkSettings"]["Networks"] == {}
+
+
 def test_network_ls_inspect_rm_and_prune(
     daemon: Daemon, cleanup: Callable[[str, str], None]
 ) -> None:

@@ -137,6 +137,9 @@ class Container:
     restart_count: int = 0
     manually_stopped: bool = False
     has_been_started: bool = False
+    # Networks it was disconnected from that its HostConfig.NetworkMode still names:
+    # Docker keeps the mode, and the container starts without that network.
+    detached_networks: list[str] = field(default_factory=list)
     exec_ids: list[str] = field(default_factory=list)
 
     # --- persistence ---------------------------------------------------------------

@@ -508,7 +508,8 @@ class ContainerService:
         if self.networks is None or mode in ("host", "none"):
             return None, Prepared(mode if mode in ("host", "none") else "none")
         exposed = c.config.get("ExposedPorts") or {}
-        return None, self.networks.prepare(_networking(c.request, c.id, c.name, exposed))
+        spec = _networking(c.request, c.id, c.name, exposed, c.detached_networks)
+        return None, self.networks.prepare(spec)
 
     def _release_volumes(self, c: Container) -> None:
         """Unmount the driver-option volumes (tmpfs, bind) no running container uses."""
@@ -929,7 +930,7 @@ class ContainerService:
                     f"endpoint with name {c.name} already exists in network {record.name}"
                 )
             netns = f"/proc/{c.state.pid}/ns/net" if c.running and c.state.pid else None
-            spec = _networking(c.request, c.id, c.name)
+            spec = _networking(c.request, c.id, c.name, detached=c.detached_networks)
             self.networks.connect(record.id, spec, config, netns)
             self._set_endpoint_config(c, record.name, config)
         self._publish_network(record.id, record.name, "connect", c.id)
@@ -957,18 +958,21 @@ class ContainerService:
         self._publish_network(record.id, record.name, "disconnect", c.id)
 
     def _set_endpoint_config(self, c: Container, name: str, config: dict[str, Any] | None) -> None:
-        """Record (None: forget) the container's settings on network ``name``; the
-        network it started on (NetworkMode) moves to another one when it is dropped."""
+        """Record (None: forget) the container's settings on network ``name``. Dropping
+        the network its NetworkMode names keeps the mode, as Docker does, and marks
+        that network detached: the container starts without it until connected again."""
         request = dict(c.request)
         networking = dict(request.get("NetworkingConfig") or {})
         endpoints = _endpoints_config(request)
         host = dict(c.host_config)
         if config is None:
             endpoints.pop(name, None)
-            if _mode(host.get("NetworkMode")) == name:
-                host["NetworkMode"] = next(iter(endpoints), "none")
+            if _mode(host.get("NetworkMode")) == name and name not in c.detached_networks:
+                c.detached_networks.append(name)
         else:
             endpoints[name] = config
+            if name in c.detached_networks:
+                c.detached_networks.remove(name)
         networking["EndpointsConfig"] = endpoints
         request["NetworkingConfig"] = networking
         request["HostConfig"] = {
@@ -992,7 +996,7 @@ class ContainerService:
         if mode.startswith("container:"):
             return {}
         endpoints = _endpoints_config(c.request)
-        out = {mode: endpoints.get(mode) or {}}
+        out = {} if mode in c.detached_networks else {mode: endpoints.get(mode) or {}}
         if mode not in ("host", "none"):
             out.update({k: v for k, v in endpoints.items() if k != mode})
         return out
@@ -1249,10 +1253,15 @@ def _start_error(message: str) -> str:
 
 
 def _networking(
-    request: dict[str, Any], cid: str, name: str, exposed: dict[str, Any] | None = None
+    request: dict[str, Any],
+    cid: str,
+    name: str,
+    exposed: dict[str, Any] | None = None,
+    detached: Iterable[str] = (),
 ) -> ContainerNetworking:
     """A container's network settings as ``networks.prepare`` takes them; ``exposed``
-    is the merged config's ExposedPorts (the image's and the request's: ``-P``)."""
+    is the merged config's ExposedPorts (the image's and the request's: ``-P``);
+    ``detached``: networks it was disconnected from (``Container.detached_networks``)."""
     host = request.get("HostConfig") or {}
     return ContainerNetworking(
         id=cid,
@@ -1262,6 +1271,7 @@ def _networking(
         port_bindings=host.get("PortBindings") or {},
         exposed=exposed or {},
         publish_all=bool(host.get("PublishAllPorts")),
+        detached=frozenset(detached),
     )
 
 

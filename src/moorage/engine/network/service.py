@@ -67,6 +67,7 @@ class ContainerNetworking:
     port_bindings: Mapping[str, Any] = field(default_factory=dict)
     exposed: Mapping[str, Any] = field(default_factory=dict)
     publish_all: bool = False
+    detached: frozenset[str] = frozenset()  # disconnected from: left out at its start
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,8 @@ class NetworkService:
         with self._lock:
             self.release(spec.id)  # a start that failed half-way may have left some
             networks = self._networks_of(spec)
+            if not networks:  # disconnected from all of them: loopback only, as Docker
+                return Prepared(mode="none")
             vanished = [r for r in networks if not netlink.link_exists(r.bridge)]
             for record in vanished:  # deleted behind our back: made again, not a failure
                 log.warning(
@@ -479,6 +482,8 @@ class NetworkService:
         names = [first] + [n for n in spec.endpoints_config if n != first]
         networks = []
         for name in names:
+            if name in spec.detached:
+                continue
             record = self.get(name)
             if record.driver != BRIDGE:
                 raise InvalidArgument(
