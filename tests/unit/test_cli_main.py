@@ -44,7 +44,7 @@ def test_every_command_is_found_by_loading_only_its_modules() -> None:
     everything = _fresh_group()
     everything.load(
         MODULES_OF["system"]
-        + ("daemon", "bootstrap", "volumes", "networks", "build", "transfer", "registry")
+        + ("daemon", "bootstrap", "volumes", "networks", "build", "transfer", "registry", "compose")
     )
     names = set(everything.commands)
     assert names == set(MODULES_OF)

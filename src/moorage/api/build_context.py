@@ -442,3 +442,25 @@ def decode_secrets(value: str) -> dict[str, bytes]:
         except binascii.Error:
             raise bad from None
     return secrets
+
+
+def stored_logins_header() -> dict[str, str]:
+    """Every stored login, as the ``X-Registry-Config`` header of a build (the docker
+    CLI sends them all, for the bases the build may pull); ``{}`` when there are none."""
+    # Most builds have none: look for the files before importing what reads them (the
+    # same places as registry.client.credentials: $MOOR_CONFIG, ~/.moor, docker's).
+    home = os.path.expanduser("~")
+    places = [
+        os.environ.get("MOOR_CONFIG") or os.path.join(home, ".moor"),
+        os.environ.get("DOCKER_CONFIG") or os.path.join(home, ".docker"),
+    ]
+    if not any(os.path.exists(os.path.join(place, "config.json")) for place in places):
+        return {}
+    from moorage.api.registry_auth import REGISTRY_CONFIG_HEADER, encode_registry_config
+    from moorage.errors import MoorageError
+
+    try:
+        value = encode_registry_config()
+    except MoorageError:
+        return {}  # an unreadable credentials file: bases are pulled anonymously
+    return {REGISTRY_CONFIG_HEADER: value} if value else {}

@@ -260,26 +260,6 @@ def run_build(
     return image_id
 
 
-def _registry_logins() -> dict[str, str]:
-    """Every stored login, for the bases the build may pull (docker sends them all)."""
-    # Most builds have none: look for the files before importing what reads them (the
-    # same places as registry.client.credentials: $MOOR_CONFIG, ~/.moor, docker's).
-    home = os.path.expanduser("~")
-    places = [
-        os.environ.get("MOOR_CONFIG") or os.path.join(home, ".moor"),
-        os.environ.get("DOCKER_CONFIG") or os.path.join(home, ".docker"),
-    ]
-    if not any(os.path.exists(os.path.join(place, "config.json")) for place in places):
-        return {}
-    from moorage.api.registry_auth import REGISTRY_CONFIG_HEADER, encode_registry_config
-
-    try:
-        value = encode_registry_config()
-    except MoorageError:
-        return {}  # an unreadable credentials file: bases are pulled anonymously
-    return {REGISTRY_CONFIG_HEADER: value} if value else {}
-
-
 def _client_is_root() -> bool:
     return os.geteuid() == 0
 
@@ -414,7 +394,7 @@ def build_cmd(
     headers = (
         {build_context.SECRETS_HEADER: build_context.encode_secrets(secrets)} if secrets else {}
     )
-    headers.update(_registry_logins())
+    headers.update(build_context.stored_logins_header())
     if iidfile:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(iidfile)  # no stale id when this build fails

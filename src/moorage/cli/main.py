@@ -30,6 +30,7 @@ _ORDER = (
     "build",
     "transfer",
     "registry",
+    "compose",
 )
 _CONTAINERS = (
     "attach commit container cp create diff events exec inspect kill logs pause port ps "
@@ -48,6 +49,7 @@ MODULES_OF: dict[str, tuple[str, ...]] = {
     "builder": ("build",),
     **{name: ("transfer",) for name in ("pull", "push", "login", "logout")},
     "registry": ("registry",),
+    "compose": ("compose",),
 }
 
 
@@ -102,6 +104,7 @@ _REGISTER: dict[str, Callable[[click.Group], None]] = {
     "build": _register_module("build"),
     "transfer": _register_module("transfer"),
     "registry": _register_module("registry"),
+    "compose": _register_module("compose"),
 }
 
 
