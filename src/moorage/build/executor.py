@@ -69,7 +69,7 @@ from moorage.build.dockerfile import (
 from moorage.build.dockerfile.args import DEFAULT_PATH
 from moorage.build.dockerignore import PatternMatcher
 from moorage.build.stage_output import OrderedOutput
-from moorage.build.state import ImageState, empty_state, state_key
+from moorage.build.state import ImageState, empty_state, image_id, state_key
 from moorage.errors import FailedPrecondition, InvalidArgument, MoorageError, NotSupported
 from moorage.oci.image import ContainerConfig, History
 
@@ -169,22 +169,27 @@ class Executor:
         for resolved in stages:
             self._first_step[resolved.index] = total
             total += 1 + len(resolved.triggers) + len(resolved.stage.instructions)
+        if options.labels:
+            total += 1  # Docker's classic builder adds them as a last LABEL step
         self._no_cache = options.no_cache
         self._total = total
         self._escape = df.escape
         done = self._stages(stages, graph, options)
         final = done[stages[-1].index]
-        if checks.warnings:  # as BuildKit lists them, once the build is through
-            count = len(checks.warnings)
-            lines = [f"{count} warning{'s' if count > 1 else ''} found:\n"]
-            lines += [f" - {w.rule}: {w.message} (line {w.lines.start})\n" for w in checks.warnings]
-            self._out({"stream": "".join(lines)})
         if options.labels:
             config = final.state.container_config
             labels = {**dict(config.labels), **dict(options.labels)}
             final.state = final.state.with_config(
                 config._replace(labels=labels), self._history(final, "LABEL", True)
             )
+            pairs = " ".join(f"{json.dumps(k)}='{v}'" for k, v in sorted(options.labels.items()))
+            self._out({"stream": f"Step {total}/{total} : LABEL {pairs}\n"})
+            self._out({"stream": f" ---> {image_id(final.state).removeprefix('sha256:')[:12]}\n"})
+        if checks.warnings:  # as BuildKit lists them, once the build is through
+            count = len(checks.warnings)
+            lines = [f"{count} warning{'s' if count > 1 else ''} found:\n"]
+            lines += [f" - {w.rule}: {w.message} (line {w.lines.start})\n" for w in checks.warnings]
+            self._out({"stream": "".join(lines)})
         return final.state
 
     def _stages(self, stages: Any, graph: Any, options: BuildOptions) -> dict[int, _Stage]:
@@ -269,7 +274,9 @@ class Executor:
         self.emit({"stream": f"Step {self._local.step}/{self._total} : {text}\n"})
 
     def _done_step(self, state: ImageState) -> None:
-        self.emit({"stream": f" ---> {state_key(state)[:12]}\n"})
+        # The id of the image after the step, as Docker's classic builder shows it (the
+        # last one is the id of the image built).
+        self.emit({"stream": f" ---> {image_id(state).removeprefix('sha256:')[:12]}\n"})
 
     # --- instructions --------------------------------------------------------------
 

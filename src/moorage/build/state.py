@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from moorage.oci.descriptor import Descriptor
@@ -22,7 +22,7 @@ from moorage.oci.image import (
     parse_image_config,
 )
 
-__all__ = ["ImageState", "Layer", "empty_state", "state_key"]
+__all__ = ["ImageState", "Layer", "empty_state", "image_id", "state_key"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class Layer:
 class ImageState:
     layers: tuple[Layer, ...]
     config: ImageConfig
+    # The id of the stored image this state was read from (a base image), whose config
+    # bytes may not be the ones config_bytes() writes; a derived state has none.
+    stored_id: str | None = field(default=None, compare=False)
 
     @property
     def container_config(self) -> ContainerConfig:
@@ -95,6 +98,14 @@ def empty_state(architecture: str, created: str) -> ImageState:
             rootfs=RootFS("layers", ()),
         ),
     )
+
+
+def image_id(state: ImageState) -> str:
+    """The id (``sha256:...``) of the image ``state`` is, or becomes once stored: the
+    digest of its config, as ``docker images`` and ``Successfully built`` show it."""
+    if state.stored_id is not None:
+        return state.stored_id
+    return f"sha256:{hashlib.sha256(config_bytes(state.config)).hexdigest()}"
 
 
 def state_key(state: ImageState) -> str:

@@ -931,12 +931,12 @@ def exec_cmd(
     if _relay_with_resize(c, f"/exec/{exec_id}/resize", conn, tty, attach_stdin):
         click.echo("read escape sequence", err=True)
         sys.exit(1)
-    status = _exec_exit_code(c, exec_id)
+    status = exec_exit_code(c, exec_id)
     if status:
         sys.exit(status)
 
 
-def _exec_exit_code(c: Client, exec_id: str) -> int:
+def exec_exit_code(c: Client, exec_id: str) -> int:
     """The exec's exit code; the stream can end a moment before the daemon records it."""
     deadline = time.monotonic() + 5.0
     while True:

@@ -181,7 +181,7 @@ class _Backend:
             Layer(d, diff_id)
             for d, diff_id in zip(image.manifest.layers, image.config.rootfs.diff_ids, strict=True)
         )
-        return ImageState(layers, image.config)
+        return ImageState(layers, image.config, stored_id=str(image.config_digest))
 
     @contextlib.contextmanager
     def workspace(self, state: ImageState) -> Iterator[Workspace]:

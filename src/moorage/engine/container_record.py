@@ -34,6 +34,40 @@ CREATED, RUNNING, PAUSED, RESTARTING, REMOVING, EXITED, DEAD = (
 )
 
 
+# What dockerd's inspect shows for a HostConfig field the create request left out: Go's
+# zero value, or the default the container runs with. docker-py sends only the fields
+# its caller set, and code reading ``attrs["HostConfig"]["Memory"]`` expects them all.
+_HOST_CONFIG_DEFAULTS: dict[str, Any] = {
+    "Binds": None, "ContainerIDFile": "", "AutoRemove": False, "VolumeDriver": "",
+    "VolumesFrom": None, "ConsoleSize": [0, 0], "CapAdd": None, "CapDrop": None,
+    "CgroupnsMode": "private", "Dns": None, "DnsOptions": None, "DnsSearch": None,
+    "ExtraHosts": None, "GroupAdd": None, "IpcMode": "private", "Cgroup": "", "Links": None,
+    "OomScoreAdj": 0, "PidMode": "", "Privileged": False, "PublishAllPorts": False,
+    "ReadonlyRootfs": False, "SecurityOpt": None, "UTSMode": "", "UsernsMode": "",
+    "ShmSize": 64 * 1024 * 1024, "Runtime": "moor-runtime", "Isolation": "", "CpuShares": 0,
+    "Memory": 0, "NanoCpus": 0, "CgroupParent": "", "BlkioWeight": 0,
+    "BlkioWeightDevice": None, "BlkioDeviceReadBps": None, "BlkioDeviceWriteBps": None,
+    "BlkioDeviceReadIOps": None, "BlkioDeviceWriteIOps": None, "CpuPeriod": 0, "CpuQuota": 0,
+    "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpusetCpus": "", "CpusetMems": "",
+    "Devices": None, "DeviceCgroupRules": None, "DeviceRequests": None, "MemoryReservation": 0,
+    "MemorySwap": 0, "MemorySwappiness": None, "OomKillDisable": False, "PidsLimit": None,
+    "Ulimits": None, "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0,
+    "IOMaximumBandwidth": 0,
+}  # fmt: skip
+
+
+def host_config_view(host_config: dict[str, Any]) -> dict[str, Any]:
+    """``HostConfig`` as inspect shows it: what was asked for, over dockerd's defaults
+    (the /proc paths it masks and makes read-only, unless privileged, included)."""
+    from moorage.oci.default_spec import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
+
+    out = {**_HOST_CONFIG_DEFAULTS, **host_config}
+    privileged = bool(host_config.get("Privileged"))
+    out.setdefault("MaskedPaths", None if privileged else list(DEFAULT_MASKED_PATHS))
+    out.setdefault("ReadonlyPaths", None if privileged else list(DEFAULT_READONLY_PATHS))
+    return out
+
+
 def check_name(name: str) -> str:
     """A container name without its leading slash, or InvalidArgument naming it."""
     if not NAME_PATTERN.match(name):
@@ -265,7 +299,7 @@ class Container:
             "ProcessLabel": "",
             "AppArmorProfile": "",
             "ExecIDs": list(self.exec_ids) or None,
-            "HostConfig": self.host_config,
+            "HostConfig": host_config_view(self.host_config),
             "GraphDriver": {"Name": driver, "Data": graph},
             "Mounts": [m.to_api() for m in self.mounts],
             "Config": self.config,

@@ -61,6 +61,25 @@ class Engine:
             "Name": platform.node(),
             "ServerVersion": __version__,
             "CgroupDriver": "cgroupfs",
+            "CgroupVersion": _cgroup_version(),
+            "LoggingDriver": "json-file",
+            # What `docker info` lists: without "inactive" it prints a swarm node's
+            # fields; without Runtimes it leaves the default runtime out.
+            "Plugins": {
+                "Volume": ["local"],
+                "Network": ["bridge", "host", "null"],
+                "Authorization": None,
+                "Log": ["json-file", "local"],
+            },
+            "Swarm": {
+                "NodeID": "",
+                "NodeAddr": "",
+                "LocalNodeState": "inactive",
+                "ControlAvailable": False,
+                "Error": "",
+                "RemoteManagers": None,
+            },
+            "Runtimes": {"moor-runtime": {"path": "moor-runtime"}},
             "DefaultRuntime": "moor-runtime",
             "SecurityOptions": ["name=seccomp,profile=builtin"],
             "RegistryConfig": _registry_config(self.config.insecure_registries),
@@ -106,6 +125,16 @@ def _registry_config(insecure: tuple[str, ...]) -> dict[str, Any]:
         "AllowNondistributableArtifactsCIDRs": None,
         "AllowNondistributableArtifactsHostnames": None,
     }
+
+
+def _cgroup_version() -> str:
+    from moorage.errors import MoorageError
+    from moorage.sys.cgroupfs import CgroupFS
+
+    try:
+        return "2" if CgroupFS().mode() == "v2" else "1"
+    except MoorageError:
+        return ""
 
 
 def _os_name() -> str:

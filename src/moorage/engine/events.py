@@ -1,9 +1,9 @@
 """The engine's event stream (``docker events``): a bounded history and live listeners.
 
 Events have Docker's shape (``Type``, ``Action``, ``Actor``, ``time``, ``timeNano``,
-and the legacy ``status``/``id``/``from`` for containers). Listeners are plain
-callables; the API layer registers one that hands events to its event loop, so a
-slow HTTP client never blocks the engine.
+and the legacy ``status``/``id`` for containers and images, ``from`` for containers).
+Listeners are plain callables; the API layer registers one that hands events to its
+event loop, so a slow HTTP client never blocks the engine.
 """
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ class EventBus:
             "time": now // 10**9,
             "timeNano": now,
         }
-        if kind == "container":
+        if kind in ("container", "image"):  # dockerd's legacy fields, for these two
             event["status"] = action
             event["id"] = actor_id
-            if attributes and "image" in attributes:
+            if kind == "container" and attributes and "image" in attributes:
                 event["from"] = attributes["image"]
         with self._lock:
             self._history.append(event)

@@ -241,7 +241,19 @@ class ImageService:
                 want = values[0] in ("true", "1")
                 out = [s for s in out if (not s["RepoTags"]) == want]
             elif key == "reference":
-                out = [s for s in out if any(_matches(t, values) for t in s["RepoTags"])]
+                # Docker lists only the names that match: `docker images foo` shows an
+                # image tagged foo:1 and bar:2 once, as foo:1.
+                out = [
+                    {
+                        **s,
+                        "RepoTags": [t for t in s["RepoTags"] if _matches(t, values)],
+                        "RepoDigests": [
+                            d for d in s["RepoDigests"] if _matches(d.split("@")[0], values)
+                        ],
+                    }
+                    for s in out
+                ]
+                out = [s for s in out if s["RepoTags"] or s["RepoDigests"]]
             elif key == "label":
                 out = [s for s in out if all(_has_label(s["Labels"], v) for v in values)]
             else:
@@ -268,7 +280,8 @@ class ImageService:
             "Size": summary["Size"],
             "GraphDriver": {"Name": self.snapshotter_name, "Data": None},
             "RootFS": {"Type": "layers", "Layers": [str(d) for d in config.rootfs.diff_ids]},
-            "Metadata": {"LastTagTime": ""},
+            # A time, never "" (clients parse it); Docker's zero time when not tagged.
+            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
             "Descriptor": {
                 "mediaType": image.records[0].media_type,
                 "digest": image.records[0].digest,

@@ -50,7 +50,7 @@ import re
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
@@ -580,7 +580,7 @@ def read_logs(
     stdout: bool = True,
     stderr: bool = True,
     stop: Callable[[], bool] | None = None,
-) -> Iterator[LogLine]:
+) -> Generator[LogLine]:
     """Log lines of ``path`` and its rotated files, oldest first.
 
     ``tail`` keeps the last N lines (None: all, 0: none), counted from the end without

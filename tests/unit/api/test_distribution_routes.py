@@ -16,6 +16,7 @@ import pytest
 from app_daemon import AppDaemon
 from moorage.api.client import Client
 from moorage.api.docker.distribution import progress_bar, pull_reference
+from moorage.engine.events import EventBus
 from moorage.errors import InvalidArgument, NotFound, PermissionDenied
 from moorage.oci.reference import parse_reference
 from moorage.registry.client.credentials import Credentials
@@ -84,8 +85,13 @@ def images() -> FakeImages:
 
 
 @pytest.fixture
-def client(tmp_path: Path, images: FakeImages) -> Iterator[Client]:
-    daemon = AppDaemon(SimpleNamespace(images=images), tmp_path / "moor.sock")
+def events() -> EventBus:
+    return EventBus()
+
+
+@pytest.fixture
+def client(tmp_path: Path, images: FakeImages, events: EventBus) -> Iterator[Client]:
+    daemon = AppDaemon(SimpleNamespace(images=images, events=events), tmp_path / "moor.sock")
     try:
         yield Client(daemon.path, timeout=WAIT)
     finally:
@@ -193,6 +199,22 @@ def test_push_streams_docker_s_messages(client: Client, images: FakeImages) -> N
     assert messages[-2] == {"status": f"2: digest: {ROOT} size: 527"}
     assert messages[-1] == {"progressDetail": {}, "aux": {"Tag": "2", "Digest": ROOT, "Size": 527}}
     assert images.pushed[0][1] == Credentials(identity_token="idt")
+
+
+def test_pull_and_push_are_image_events_named_by_reference(
+    client: Client, events: EventBus
+) -> None:
+    client.request("POST", "/images/create", params={"fromImage": "busybox"}).read()
+    client.request("POST", "/images/localhost:5000/team/app/push", params={"tag": "2"}).read()
+
+    assert [(e["Type"], e["Action"], e["Actor"]) for e in events.history()] == [
+        ("image", "pull", {"ID": "busybox:latest", "Attributes": {"name": "busybox"}}),
+        (
+            "image",
+            "push",
+            {"ID": "localhost:5000/team/app:2", "Attributes": {"name": "localhost:5000/team/app"}},
+        ),
+    ]
 
 
 def test_pushing_a_missing_image_is_404(client: Client) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import lzma
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,14 +101,23 @@ async def _send(
     cut (the client must not take a truncated tar for a whole one). A client that
     leaves is no error: the stream just stops.
     """
+    step: asyncio.Future[bytes | None] | None = None
+
+    async def pull() -> bytes | None:
+        # Shielded: a cancelled handler (the client left) waits for the chunk in the
+        # making before it closes the generator, which cannot close while it runs.
+        nonlocal step
+        step = asyncio.ensure_future(asyncio.to_thread(next, chunks, None))
+        return await asyncio.shield(step)
+
     try:
-        first = await asyncio.to_thread(next, chunks, None)
+        first = await pull()
         response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         try:
             while first is not None:
                 await response.write(first)
-                first = await asyncio.to_thread(next, chunks, None)
+                first = await pull()
             await response.write_eof()
         except ConnectionError:
             log.debug("%s %s: the client left", request.method, request.path)
@@ -117,11 +127,30 @@ async def _send(
                 request.transport.abort()
         return response
     finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            await asyncio.to_thread(close)
-        if view is not None:
-            await asyncio.to_thread(view.close)
+        # In a task of its own, shielded: a client that hangs up cancels the handler
+        # (even here, once it has read the last byte), and the view must close anyway.
+        await asyncio.shield(asyncio.ensure_future(_close_after(step, chunks, view)))
+
+
+async def _close_after(
+    step: asyncio.Future[bytes | None] | None, chunks: Iterator[bytes], view: RootView | None
+) -> None:
+    """Once the chunk in the making is done, close the generator, then the view."""
+    if step is not None:
+        await asyncio.wait({step})
+        if not step.cancelled():
+            step.exception()  # seen: a failure after the client left is no one's
+
+    def close_all() -> None:
+        try:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if view is not None:
+                view.close()
+
+    await asyncio.to_thread(close_all)
 
 
 # --- top, stats ---------------------------------------------------------------------------
@@ -233,16 +262,24 @@ async def put_archive(request: web.Request) -> web.StreamResponse:
     body = body_of(request)
 
     def extract() -> None:
+        from moorage.api.docker.build import decompressed
+
+        # dockerd takes the tar plain or compressed (gzip, bzip2, xz, zstd), as a build
+        # context: docker-py's put_archive passes on whatever the caller gives it.
+        algo, plain = decompressed(body)
         with _open_view(service, c, writable=True) as view:
-            container_fs.extract_archive(
-                view,
-                path,
-                body,
-                no_overwrite_dir_non_dir=params.flag(request, "noOverwriteDirNonDir"),
-                copy_uid_gid=params.flag(request, "copyUIDGID"),
-                user=str(c.config.get("User") or ""),
-                container=c.id,
-            )
+            try:
+                container_fs.extract_archive(
+                    view,
+                    path,
+                    plain,
+                    no_overwrite_dir_non_dir=params.flag(request, "noOverwriteDirNonDir"),
+                    copy_uid_gid=params.flag(request, "copyUIDGID"),
+                    user=str(c.config.get("User") or ""),
+                    container=c.id,
+                )
+            except (EOFError, lzma.LZMAError) as exc:
+                raise InvalidArgument(f"not a {algo} archive: {exc}") from exc
 
     await asyncio.to_thread(extract)
     _publish(request, c, "extract-to-dir")

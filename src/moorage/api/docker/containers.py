@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import threading
+import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from moorage.api.docker import params
-from moorage.api.docker.hijack import Hijacked, hijack
-from moorage.api.docker.server import ENGINE, Routes, json_response
+from moorage.api.docker import compat, params
+from moorage.api.docker.hijack import Hijacked, hijack, stream_content_type
+from moorage.api.docker.server import ENGINE, Routes, api_version, json_response, version_before
 from moorage.api.docker.streams import in_daemon_thread
 from moorage.engine.logs import frame, parse_time_filter, parse_time_filter_ns, read_logs
 from moorage.errors import Conflict, InvalidArgument, MoorageError
@@ -36,6 +38,7 @@ def _no_content(modified: bool = True) -> web.Response:
 @routes.add("POST", "/containers/create")
 async def create(request: web.Request) -> web.StreamResponse:
     body = await params.json_body(request, "container create request")
+    body = compat.create_request(api_version(request), body)
     name = request.query.get("name") or None
     result = await asyncio.to_thread(_service(request).create, body, name)
     return json_response(result, status=201)
@@ -104,13 +107,20 @@ async def start(request: web.Request) -> web.StreamResponse:
     return _no_content(modified)
 
 
+def _stop_signal(request: web.Request) -> str | None:
+    """stop's and restart's ``signal``: from API 1.42 (before, the container's own)."""
+    if version_before(request, "1.42"):
+        return None
+    return request.query.get("signal") or None
+
+
 @routes.add("POST", "/containers/{id}/stop")
 async def stop(request: web.Request) -> web.StreamResponse:
     modified = await in_daemon_thread(
         _service(request).stop,
         _ref(request),
         params.integer(request, "t"),
-        request.query.get("signal") or None,
+        _stop_signal(request),
     )
     return _no_content(modified)
 
@@ -121,7 +131,7 @@ async def restart(request: web.Request) -> web.StreamResponse:
         _service(request).restart,
         _ref(request),
         params.integer(request, "t"),
-        request.query.get("signal") or None,
+        _stop_signal(request),
     )
     return _no_content()
 
@@ -251,8 +261,10 @@ async def logs(request: web.Request) -> web.StreamResponse:
     since_ns = parse_time_filter_ns(since, now) if since and since != "0" else None
     until_ns = parse_time_filter_ns(until, now) if until and until != "0" else None
     follow = params.flag(request, "follow")
+    timestamps = params.flag(request, "timestamps")
     tty = bool(c.config.get("Tty"))
     path = service.log_path(c)
+    cancelled = threading.Event()
 
     def produce() -> Any:
         return read_logs(
@@ -261,20 +273,18 @@ async def logs(request: web.Request) -> web.StreamResponse:
             tail=tail,
             since_ns=since_ns,
             until_ns=until_ns,
-            timestamps=params.flag(request, "timestamps"),
+            timestamps=timestamps,
             stdout=stdout,
             stderr=stderr,
-            stop=lambda: not c.running,
+            # A follower whose client left stops too (its handler is cancelled).
+            stop=lambda: cancelled.is_set() or not c.running,
         )
 
-    content_type = (
-        "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream"
-    )
+    content_type = stream_content_type(api_version(request), multiplexed=not tty)
     response = web.StreamResponse(headers={"Content-Type": content_type})
     await response.prepare(request)
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
     loop = asyncio.get_running_loop()
-    cancelled = threading.Event()
 
     def pump() -> None:
         lines = produce()
@@ -329,9 +339,19 @@ async def attach(request: web.Request) -> web.StreamResponse:
         "stdout": params.flag(request, "stdout"),
         "stderr": params.flag(request, "stderr"),
     }
-    if not params.flag(request, "stream") and not params.flag(request, "logs"):
-        raise InvalidArgument("attach: stream or logs must be set")
+    stream = params.flag(request, "stream")
+    logs = params.flag(request, "logs")
     service.attached(c)
+    tty = bool(c.config.get("Tty"))
+    # With logs, what was logged before the attach comes first (as dockerd sends it);
+    # what comes after is the live stream's.
+    history_until = time.time_ns()
+    if not stream:  # the logs only, or (neither asked for) nothing: as dockerd answers
+        client = await hijack(request, multiplexed=not tty)
+        if logs:
+            await _replay_logs(client, service.log_path(c), want, tty=tty, until_ns=history_until)
+        await client.close()
+        return client.response
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[socket.socket] = loop.create_future()
 
@@ -347,21 +367,57 @@ async def attach(request: web.Request) -> web.StreamResponse:
         loop.call_soon_threadsafe(_settle, ready, monitor)
 
     cancel = None
-    if c.running:
-        await in_daemon_thread(connect, service.monitor_socket(c))
-    else:
-        cancel = service.add_pending_attach(c.id, connect)
-    client = await hijack(request, multiplexed=not c.config.get("Tty"))
     try:
-        monitor = await ready
-    except MoorageError:
-        await client.close()
-        return client.response
+        if c.running:
+            history_until = time.time_ns()
+            await in_daemon_thread(connect, service.monitor_socket(c))
+        else:
+            cancel = service.add_pending_attach(c.id, connect)
+        client = await hijack(request, multiplexed=not tty)
+        try:
+            monitor = await ready
+        except MoorageError:
+            await client.close()
+            return client.response
+    except BaseException:
+        _discard(ready)  # the client left (or the hijack failed) before the relay
+        raise
     finally:
         if cancel is not None:
             cancel()
+    if logs and not await _replay_logs(
+        client, service.log_path(c), want, tty=tty, until_ns=history_until
+    ):
+        monitor.close()
+        await client.close()
+        return client.response
     await relay(client, monitor, stdin=want["stdin"])
     return client.response
+
+
+async def _replay_logs(
+    client: Hijacked, path: str, want: dict[str, bool], *, tty: bool, until_ns: int
+) -> bool:
+    """Send the container's logged output up to ``until_ns`` (attach's ``logs``); False
+    once the client has gone."""
+    lines = read_logs(path, until_ns=until_ns, stdout=want["stdout"], stderr=want["stderr"])
+
+    def batch() -> list[Any]:
+        return list(itertools.islice(lines, 256))
+
+    try:
+        while chunk := await asyncio.to_thread(batch):
+            data = b"".join(
+                line.data if tty else frame(1 if line.stream == "stdout" else 2, line.data)
+                for line in chunk
+            )
+            if not await client.send(data):
+                return False
+    except MoorageError:
+        pass  # no readable log: nothing to replay
+    finally:
+        lines.close()
+    return True
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:
@@ -369,6 +425,15 @@ def _settle(future: asyncio.Future[Any], value: Any) -> None:
         future.set_result(value)
     elif isinstance(value, socket.socket):
         value.close()
+
+
+def _discard(future: asyncio.Future[Any]) -> None:
+    """Nobody will take ``future``'s monitor connection: close it, now or once it comes."""
+    if not future.done():
+        future.cancel()  # a later _settle closes what it brings
+    elif not future.cancelled() and future.exception() is None:
+        with contextlib.suppress(OSError):
+            future.result().close()
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
@@ -399,7 +464,7 @@ async def relay(client: Hijacked, monitor: socket.socket, *, stdin: bool) -> Non
 
     up = asyncio.create_task(upstream()) if stdin else None
     try:
-        await downstream()
+        await client.while_connected(downstream())  # the client may leave a quiet container
     except (ConnectionError, OSError):
         pass
     finally:

@@ -80,11 +80,18 @@ async def pull_image(request: web.Request) -> web.StreamResponse:
         outcome = await images.pull(
             str(ref), platform=platform, credentials=credentials, progress=on_progress
         )
+        _image_event(request, "pull", ref)
         emit({"status": f"Digest: {outcome.digest}"})
         verb = "Downloaded newer image for" if outcome.updated else "Image is up to date for"
         emit({"status": f"Status: {verb} {ref.familiar()}"})
 
     return await stream_progress(request, work)
+
+
+def _image_event(request: web.Request, action: str, ref: Reference) -> None:
+    """dockerd's ``pull`` and ``push`` events: the actor is the reference, not an image id."""
+    repository = ref._replace(tag=None, digest=None).familiar()
+    request.app[ENGINE].events.publish("image", action, ref.familiar(), {"name": repository})
 
 
 def _short(digest: str) -> str:
@@ -160,6 +167,7 @@ async def push_image(request: web.Request) -> web.StreamResponse:
                     emit(message)
 
             result = await images.push(item, credentials=credentials, progress=on_progress)
+            _image_event(request, "push", item.reference)
             tag_name = item.reference.tag
             emit({"status": f"{tag_name}: digest: {result.digest} size: {result.size}"})
             emit(

@@ -14,9 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from moorage.api.docker import params
+from moorage.api.docker import compat, params
 from moorage.api.docker.hijack import Hijacked, hijack
-from moorage.api.docker.server import ENGINE, Routes, json_response
+from moorage.api.docker.server import ENGINE, Routes, api_version, json_response
 from moorage.api.docker.streams import in_daemon_thread
 from moorage.engine.logs import frame
 from moorage.errors import MoorageError
@@ -27,6 +27,7 @@ routes = Routes()
 @routes.add("POST", "/containers/{id}/exec")
 async def create_exec(request: web.Request) -> web.StreamResponse:
     body = await params.json_body(request, "exec create request")
+    body = compat.exec_request(api_version(request), body)
     execs = request.app[ENGINE].execs
     exec_id = await asyncio.to_thread(execs.create, request.match_info["id"], body)
     return json_response({"Id": exec_id}, status=201)
@@ -59,6 +60,7 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
     from moorage.engine.monitor_client import MonitorClient
 
     body = await params.json_body(request, "exec start request")
+    body = compat.exec_request(api_version(request), body)
     detach = bool(body.get("Detach"))
     engine = request.app[ENGINE]
     instance = engine.execs.claim(request.match_info["id"])
@@ -97,6 +99,11 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
             instance.started = False
             raise
         return await _report_failed_start(request, instance, exc)
+    except BaseException:  # cancelled: the client left before the process started
+        for fd in ours:
+            if fd >= 0:
+                os.close(fd)
+        raise
     finally:
         for fd in theirs:
             os.close(fd)
@@ -113,11 +120,17 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
         return web.Response(status=200)
     client = await hijack(request, multiplexed=not instance.tty)
     try:
+        # A client that hangs up ends the relay: the process sees its pipes close (a
+        # terminal stays with the monitor), as when dockerd's copy to a gone client
+        # fails; it may run on, detached, as dockerd's does, its exit still recorded.
         if handle.master_fd is not None:
-            await _relay_tty(client, handle.master_fd, instance.attach_stdin)
+            gone = await client.while_connected(
+                _relay_tty(client, handle.master_fd, instance.attach_stdin)
+            )
         else:
-            await _relay_pipes(client, ours)
-        await waiter
+            gone = await client.while_connected(_relay_pipes(client, ours))
+        if not gone:
+            await waiter
     finally:
         await client.close()
     return client.response
@@ -163,13 +176,14 @@ def _drain(fd: int) -> None:
     os.close(fd)
 
 
-async def _reader_of(fd: int) -> asyncio.StreamReader:
+async def _reader_of(fd: int) -> tuple[asyncio.StreamReader, asyncio.ReadTransport]:
+    """A reader of ``fd``, and the transport that owns ``fd`` (closing it closes ``fd``)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(
+    transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
     )
-    return reader
+    return reader, transport
 
 
 async def _read(reader: asyncio.StreamReader) -> bytes:
@@ -181,23 +195,27 @@ async def _read(reader: asyncio.StreamReader) -> bytes:
 
 async def _relay_pipes(client: Hijacked, ours: list[int]) -> None:
     stdin_w, stdout_r, stderr_r = ours
+    # Owned here from the start, so that an early end (the client left) closes them all.
+    stdin = os.fdopen(stdin_w, "wb", buffering=0) if stdin_w >= 0 else None
+    transports: list[asyncio.BaseTransport] = []
 
     async def out(fd: int, stream: int) -> None:
         if fd < 0:
             return
-        reader = await _reader_of(fd)
+        reader, transport = await _reader_of(fd)
+        transports.append(transport)
         while data := await _read(reader):
             if not await client.send(frame(stream, data)):
                 return
 
     async def inp() -> None:
-        if stdin_w < 0:
+        if stdin is None:
             return
-        with os.fdopen(stdin_w, "wb", buffering=0) as pipe:
+        with stdin:
             loop = asyncio.get_running_loop()
             try:
                 while data := await client.reader.read(65536):
-                    await loop.run_in_executor(None, pipe.write, data)
+                    await loop.run_in_executor(None, stdin.write, data)
             except (ConnectionError, OSError):
                 pass
 
@@ -208,11 +226,15 @@ async def _relay_pipes(client: Hijacked, ours: list[int]) -> None:
         feeder.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await feeder
+        if stdin is not None:
+            stdin.close()  # if the feeder never ran
+        for transport in transports:
+            transport.close()
 
 
 async def _relay_tty(client: Hijacked, master: int, stdin: bool) -> None:
     writer_fd = os.dup(master)
-    reader = await _reader_of(master)
+    reader, transport = await _reader_of(master)
 
     async def inp() -> None:
         loop = asyncio.get_running_loop()
@@ -223,13 +245,30 @@ async def _relay_tty(client: Hijacked, master: int, stdin: bool) -> None:
             pass
 
     feeder = asyncio.create_task(inp()) if stdin else None
+    ended = False
     try:
         while data := await _read(reader):
             if not await client.send(data):
                 break
+        else:
+            ended = True
     finally:
         if feeder is not None:
             feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await feeder
         os.close(writer_fd)
+        if ended:
+            transport.close()
+        else:
+            # The client left a process that runs on: read its terminal for nobody, so
+            # that it never blocks on a full one; the transport ends with the process.
+            transport.set_protocol(_Discard())
+            transport.resume_reading()
+
+
+class _Discard(asyncio.Protocol):
+    """Takes what a read transport reads, and drops it."""
+
+    def data_received(self, data: bytes) -> None:
+        pass

@@ -11,7 +11,10 @@ stop its transport from reading and continue on a duplicate of the socket with
 our own asyncio streams. The duplicate matters: the client half-closes its side
 when its stdin ends (``docker run -i`` with piped input), and on aiohttp's
 transport that end-of-file would close the whole connection before the
-container's remaining output is sent.
+container's remaining output is sent. That half-close is no hang-up: a relay ends
+early only when the client closes its end (``Hijacked.while_connected``).
+
+The stream's Content-Type is the API version's (``stream_content_type``).
 """
 
 from __future__ import annotations
@@ -19,11 +22,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 
+from moorage.api.docker.compat import before
+from moorage.api.docker.server import api_version
+from moorage.sys.hangup import HangupWatch
+from moorage.sys.sockets import unread_output
+
 RAW_STREAM = "application/vnd.docker.raw-stream"
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
+
+
+def stream_content_type(version: str, *, multiplexed: bool, upgraded: bool = True) -> str:
+    """The Content-Type of an attach, exec or logs stream in API ``version``: a
+    multiplexed stream says so from 1.42; a hijack that was not upgraded (no
+    ``Upgrade: tcp``) is a raw stream whatever it carries, as dockerd labels it."""
+    if multiplexed and upgraded and not before(version, "1.42"):
+        return MULTIPLEXED_STREAM
+    return RAW_STREAM
 
 
 class Hijacked:
@@ -32,10 +51,47 @@ class Hijacked:
         response: web.StreamResponse,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        sock: socket.socket | None = None,
     ) -> None:
         self.response = response
         self.reader = reader
         self.writer = writer
+        self.sock = sock  # the client's connection (our duplicate of it)
+
+    async def hung_up(self) -> None:
+        """Return once the client has closed the connection (a half-close is not that)."""
+        if self.sock is None:
+            await asyncio.get_running_loop().create_future()  # never: nothing to watch
+            return
+        watch = HangupWatch(self.sock.fileno())
+        loop = asyncio.get_running_loop()
+        gone: asyncio.Future[None] = loop.create_future()
+
+        def on_hangup() -> None:
+            if not gone.done():
+                gone.set_result(None)
+
+        loop.add_reader(watch.fileno(), on_hangup)
+        try:
+            await gone
+        finally:
+            loop.remove_reader(watch.fileno())
+            watch.close()
+
+    async def while_connected(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` until it ends or the client hangs up; True if it hung up (then
+        ``work`` was cancelled)."""
+        task = asyncio.ensure_future(work)
+        watch = asyncio.ensure_future(self.hung_up())
+        try:
+            await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, watch):
+                pending.cancel()
+            await asyncio.gather(task, watch, return_exceptions=True)
+        if not task.cancelled():
+            task.result()  # its error, if it failed
+        return watch.done() and not watch.cancelled()
 
     async def send(self, data: bytes) -> bool:
         """Write to the client; False once it has gone."""
@@ -56,7 +112,9 @@ class Hijacked:
 
 async def hijack(request: web.Request, multiplexed: bool) -> Hijacked:
     upgrade = request.headers.get("Upgrade", "").lower() == "tcp"
-    content_type = MULTIPLEXED_STREAM if multiplexed else RAW_STREAM
+    content_type = stream_content_type(
+        api_version(request), multiplexed=multiplexed, upgraded=upgrade
+    )
     if upgrade:
         response = web.StreamResponse(
             status=101,
@@ -69,6 +127,10 @@ async def hijack(request: web.Request, multiplexed: bool) -> Hijacked:
         response._length_check = False  # noqa: SLF001 (what aiohttp's websockets do)
         response.force_close()
     await response.prepare(request)
+    # Never reused for another request: closed once the handler returns (else aiohttp
+    # would keep the paused connection for its keep-alive timeout). Set after the
+    # headers went out, which would else say "Connection: close" instead of "Upgrade".
+    response.force_close()
     transport = request.transport
     if transport is None:
         raise ConnectionResetError("client went away")
@@ -82,4 +144,29 @@ async def hijack(request: web.Request, multiplexed: bool) -> Hijacked:
     if tail:
         reader.feed_data(tail)
         protocol._message_tail = b""  # noqa: SLF001
-    return Hijacked(response, reader, writer)
+    await _headers_read(transport, duplicate)
+    return Hijacked(response, reader, writer, duplicate)
+
+
+HEADERS_READ_WAIT = 1.0  # seconds; a client that reads later gets the stream anyway
+
+
+async def _headers_read(transport: asyncio.BaseTransport, sock: socket.socket) -> None:
+    """Return once the client has read the response's headers (or after a while).
+
+    docker-py reads a hijacked stream from the raw socket, behind its HTTP parser,
+    whose buffer keeps whatever came in the same read as the headers: stream bytes sent
+    before the headers were read would be lost to it (an ``exec_run``'s output, the
+    ``logs`` of an attach). dockerd mostly gets away with it because its process starts
+    after the headers went out; Moorage's may already have written.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HEADERS_READ_WAIT
+    pending = getattr(transport, "get_write_buffer_size", lambda: 0)
+    try:
+        while pending() or unread_output(sock.fileno()):
+            if loop.time() > deadline:
+                return
+            await asyncio.sleep(0.001)
+    except OSError:
+        return  # the client has gone: the relay finds out

@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from moorage.api.docker import distribution
+from moorage.api.docker import compat, distribution
 from moorage.api.docker.params import filters as _filters
 from moorage.api.docker.params import flag as _flag
-from moorage.api.docker.server import ENGINE, Routes, json_response
+from moorage.api.docker.server import ENGINE, Routes, api_version, json_response
 from moorage.api.docker.streams import body_of, stream_bytes, stream_json_lines
 from moorage.errors import InvalidArgument
 
@@ -23,13 +23,15 @@ async def list_images(request: web.Request) -> web.StreamResponse:
     data = await asyncio.to_thread(
         images.list_images, all_images=_flag(request, "all"), filters=_filters(request)
     )
-    return json_response(data)
+    version = api_version(request)
+    return json_response([compat.image_summary(version, s) for s in data])
 
 
 @routes.add("GET", "/images/{name:.+}/json")
 async def inspect_image(request: web.Request) -> web.StreamResponse:
     images = request.app[ENGINE].images
-    return json_response(await asyncio.to_thread(images.inspect, request.match_info["name"]))
+    data = await asyncio.to_thread(images.inspect, request.match_info["name"])
+    return json_response(compat.image_inspect(api_version(request), data))
 
 
 @routes.add("GET", "/images/{name:.+}/history")
@@ -44,22 +46,58 @@ async def tag_image(request: web.Request) -> web.StreamResponse:
     repo = request.query.get("repo", "")
     if not repo:
         raise InvalidArgument("tag: repo is required")
-    await asyncio.to_thread(
-        images.tag, request.match_info["name"], repo, request.query.get("tag") or None
-    )
+    name = request.match_info["name"]
+
+    def tag() -> tuple[str, str]:
+        image_id = images.resolve(name).id
+        return image_id, images.tag(name, repo, request.query.get("tag") or None)
+
+    image_id, tagged = await asyncio.to_thread(tag)
+    _image_event(request, "tag", image_id, tagged)
     return web.Response(status=201)
+
+
+def _image_event(request: web.Request, action: str, image_id: str, name: str) -> None:
+    request.app[ENGINE].events.publish("image", action, image_id, {"name": name})
+
+
+def _removal_events(
+    request: web.Request, removed: list[dict[str, str]], image_id: str | None = None
+) -> None:
+    """dockerd's ``untag`` and ``delete`` events for an rmi's or prune's report (which
+    lists an image's ``Untagged`` entries before its ``Deleted``); each names the image
+    by its id."""
+    untagged = 0
+    for entry in removed:
+        if "Untagged" in entry:
+            untagged += 1
+        elif "Deleted" in entry:
+            for _ in range(untagged):
+                _image_event(request, "untag", entry["Deleted"], entry["Deleted"])
+            untagged = 0
+            _image_event(request, "delete", entry["Deleted"], entry["Deleted"])
+    if image_id is not None:  # names taken off an image that stays
+        for _ in range(untagged):
+            _image_event(request, "untag", image_id, image_id)
 
 
 @routes.add("DELETE", "/images/{name:.+}")
 async def remove_image(request: web.Request) -> web.StreamResponse:
     images = request.app[ENGINE].images
-    result = await asyncio.to_thread(
-        images.remove,
-        request.match_info["name"],
-        force=_flag(request, "force"),
-        prune=not _flag(request, "noprune"),
-        in_use=request.app[ENGINE].containers.using_image,
-    )
+    name = request.match_info["name"]
+
+    def remove() -> tuple[str, list[dict[str, str]]]:
+        image_id = images.resolve(name).id
+        removed = images.remove(
+            name,
+            force=_flag(request, "force"),
+            prune=not _flag(request, "noprune"),
+            in_use=request.app[ENGINE].containers.using_image,
+        )
+        return image_id, removed
+
+    image_id, result = await asyncio.to_thread(remove)
+    _removal_events(request, result, image_id)
     return json_response(result)
 
 
@@ -69,7 +107,9 @@ async def prune_images(request: web.Request) -> web.StreamResponse:
     filters = _filters(request)
     dangling = filters.get("dangling", ["true"])
     all_images = dangling and dangling[0] in ("false", "0")
-    return json_response(await asyncio.to_thread(images.prune, all_images=bool(all_images)))
+    result = await asyncio.to_thread(images.prune, all_images=bool(all_images))
+    _removal_events(request, result["ImagesDeleted"] or [])
+    return json_response(result)
 
 
 @routes.add("POST", "/images/load")

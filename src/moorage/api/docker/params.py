@@ -9,13 +9,23 @@ from aiohttp import web
 
 from moorage.errors import InvalidArgument
 
+_TRUE = frozenset({"1", "true", "yes", "on", "t", "y"})
+_FALSE = frozenset({"0", "false", "no", "none", "off", "f", "n"})
+
 
 def flag(request: web.Request, name: str, default: bool = False) -> bool:
-    """``1``/``true``/``yes`` (any case) is true; absent is ``default``."""
+    """``1``/``true``/``yes`` (any case) is true, ``0``/``false``/``no`` false; absent or
+    empty is ``default``. Anything else is refused, where dockerd would take it for
+    true: ``?all=maybe`` is more likely a mistake than a yes."""
     value = request.query.get(name)
-    if value is None or value == "":
+    if value is None or not value.strip():
         return default
-    return value.lower() in ("1", "true", "yes")
+    word = value.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise InvalidArgument(f"invalid value for {name}: {value!r}: want a boolean (1 or 0)")
 
 
 def integer(request: web.Request, name: str, default: int | None = None) -> int | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import os
 import platform
 import sys
 from typing import Any
@@ -13,17 +15,26 @@ from aiohttp import web
 
 from moorage import __version__
 from moorage.api.build_context import CONTEXT_DIR_FEATURE, FEATURES_HEADER
-from moorage.api.docker import params
+from moorage.api.docker import compat, params
 from moorage.api.docker.server import (
     API_VERSION,
     ENGINE,
     MIN_API_VERSION,
     Routes,
+    api_version,
     json_response,
 )
 from moorage.errors import InvalidArgument
 
 routes = Routes()
+
+
+def _build_time() -> str:
+    """dockerd's BuildTime (RFC 3339): when this Moorage was installed, or last changed."""
+    import moorage
+
+    changed = os.stat(moorage.__file__).st_mtime
+    return datetime.datetime.fromtimestamp(changed, datetime.UTC).isoformat(timespec="microseconds")
 
 
 def _ping_headers() -> dict[str, str]:
@@ -32,6 +43,7 @@ def _ping_headers() -> dict[str, str]:
         "Ostype": "linux",
         "Builder-Version": "1",
         "Docker-Experimental": "false",
+        "Swarm": "inactive",  # dockerd's from 1.42; Moorage is never in a swarm
         FEATURES_HEADER: CONTEXT_DIR_FEATURE,
         "Cache-Control": "no-cache, no-store, must-revalidate",
         "Pragma": "no-cache",
@@ -45,27 +57,41 @@ async def ping(request: web.Request) -> web.StreamResponse:
 
 @routes.add("HEAD", "/_ping")
 async def ping_head(request: web.Request) -> web.StreamResponse:
-    return web.Response(headers=_ping_headers())
+    # dockerd's HEAD answer: the GET's headers, an empty text body.
+    return web.Response(text="", headers=_ping_headers())
 
 
 @routes.add("GET", "/version")
 async def version(request: web.Request) -> web.StreamResponse:
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    runtime = f"python{sys.version.split()[0]}"
+    # `docker version` prints the Engine component's details (all strings), not the
+    # top-level fields: without them it shows "minimum version )" and "OS/Arch: /".
+    details = {
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GoVersion": runtime,
+        "GitCommit": "",
+        "BuildTime": _build_time(),
+        "Os": "linux",
+        "Arch": arch,
+        "KernelVersion": platform.release(),
+        "Experimental": "false",
+    }
     return json_response(
         {
             "Platform": {"Name": "Moorage"},
-            "Components": [
-                {"Name": "Engine", "Version": __version__, "Details": {"ApiVersion": API_VERSION}}
-            ],
+            "Components": [{"Name": "Engine", "Version": __version__, "Details": details}],
             "Version": __version__,
             "ApiVersion": API_VERSION,
             "MinAPIVersion": MIN_API_VERSION,
-            "GoVersion": f"python{sys.version.split()[0]}",
+            "GitCommit": "",
+            "GoVersion": runtime,
             "Os": "linux",
-            "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(
-                platform.machine(), platform.machine()
-            ),
+            "Arch": arch,
             "KernelVersion": platform.release(),
             "Experimental": False,
+            "BuildTime": details["BuildTime"],
         }
     )
 
@@ -74,14 +100,15 @@ async def version(request: web.Request) -> web.StreamResponse:
 async def info(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     data = await asyncio.to_thread(engine.info)
-    return json_response(data)
+    return json_response(compat.info(api_version(request), data))
 
 
 @routes.add("GET", "/system/df")
 async def disk_usage(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
+    types = compat.disk_usage_types(api_version(request), request.query.getall("type", []))
     data = await asyncio.to_thread(engine.disk_usage)
-    return json_response(data)
+    return json_response(compat.disk_usage(api_version(request), data, types))
 
 
 def _event_matches(event: dict[str, Any], f: dict[str, list[str]]) -> bool:
@@ -100,7 +127,7 @@ def _event_matches(event: dict[str, Any], f: dict[str, list[str]]) -> bool:
         or not any(actor["ID"].startswith(v) or attrs.get("name") == v for v in f["container"])
     ):
         return False
-    if "image" in f and attrs.get("image") not in f["image"]:
+    if "image" in f and not _image_matches(event, f["image"]):
         return False
     if "volume" in f and (event["Type"] != "volume" or actor["ID"] not in f["volume"]):
         return False
@@ -109,6 +136,24 @@ def _event_matches(event: dict[str, Any], f: dict[str, list[str]]) -> bool:
         if key not in attrs or (sep and attrs[key] != value):
             return False
     return True
+
+
+def _image_matches(event: dict[str, Any], wanted: list[str]) -> bool:
+    """dockerd's ``image`` filter: the image of a container event, the id or name of an
+    image event (which is the reference for a pull or push), with or without its tag."""
+    actor = event["Actor"]
+    attrs = actor.get("Attributes") or {}
+    if event["Type"] == "image":
+        names = [actor["ID"], attrs.get("name", "")]
+    else:
+        names = [attrs.get("image", "")]
+    for name in [n for n in names if n]:
+        repository, colon, tag = name.rpartition(":")
+        plain = colon and "/" not in tag and not name.startswith("sha256:")
+        untagged = repository if plain else name
+        if name in wanted or untagged in wanted:
+            return True
+    return False
 
 
 @routes.add("GET", "/events")

@@ -17,13 +17,13 @@ import orjson
 from aiohttp import web
 
 from moorage.api.docker import params
-from moorage.api.docker.server import ENGINE, Routes, json_response
+from moorage.api.docker.server import ENGINE, Routes, json_response, version_before
 from moorage.errors import InvalidArgument
 
 routes = Routes()
 
 # API versions before 1.42 prune every unused volume, named ones too (dockerd does so).
-_PRUNE_ALL_BEFORE = (1, 42)
+_PRUNE_ALL_BEFORE = "1.42"
 
 
 def _filters(request: web.Request) -> dict[str, Any]:
@@ -72,13 +72,6 @@ def _string(body: Mapping[str, Any], key: str) -> str | None:
             f"not {orjson.dumps(value).decode()}"
         )
     return value
-
-
-def _older_than(request: web.Request, version: tuple[int, ...]) -> bool:
-    wanted = request.match_info.get("version")
-    if wanted is None:
-        return False
-    return tuple(int(part) for part in wanted.split(".")) < version
 
 
 @routes.add("GET", "/volumes")
@@ -135,7 +128,7 @@ async def prune_volumes(request: web.Request) -> web.StreamResponse:
     data = await asyncio.to_thread(
         engine.volumes.prune,
         engine.volume_users,
-        all=_older_than(request, _PRUNE_ALL_BEFORE),
+        all=version_before(request, _PRUNE_ALL_BEFORE),
         filters=filters,
     )
     return json_response(data)
