@@ -331,3 +331,12 @@ def test_the_app_answers_unparseable_versions_as_no_route(daemon: str) -> None:
 
 def test_the_route_list_above_has_the_versioned_paths() -> None:
     assert ("GET", "/v{version}/_ping") in _routes()
+
+
+def test_image_search_answers_empty_and_checks_its_parameters(daemon: str) -> None:
+    found = call(daemon, "GET", "/v1.41/images/search?term=busybox&limit=5")
+    assert (found.status, found.body) == (200, b"[]")
+    assert call(daemon, "GET", "/images/search").status == 400
+    bad = call(daemon, "GET", "/images/search?term=x&limit=many")
+    assert bad.status == 400
+    assert b"limit" in bad.body

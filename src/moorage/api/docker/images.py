@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from moorage.api.docker import compat, distribution
+from moorage.api.docker import compat, distribution, params
 from moorage.api.docker.params import filters as _filters
 from moorage.api.docker.params import flag as _flag
 from moorage.api.docker.server import ENGINE, Routes, api_version, json_response
@@ -15,6 +15,17 @@ from moorage.api.docker.streams import body_of, stream_bytes, stream_json_lines
 from moorage.errors import InvalidArgument
 
 routes = Routes()
+
+
+@routes.add("GET", "/images/search")
+async def search(request: web.Request) -> web.StreamResponse:
+    """Docker Hub's search, which a daemon with no registry index answers empty (as
+    dockerd does when the index has nothing); the parameters are still checked."""
+    if not request.query.get("term"):
+        raise InvalidArgument("search: term is required")
+    params.integer(request, "limit", 25)
+    params.filters(request)
+    return json_response([])
 
 
 @routes.add("GET", "/images/json")
