@@ -41,6 +41,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -222,9 +223,9 @@ def _lease(row: sqlite3.Row) -> LeaseRecord:
     )
 
 
-# Idle connections kept for the next user; more may be open at once, and those past
-# this are closed when given back.
-IDLE_CONNECTIONS = 8
+# Connections open at once, at most: a thread that finds them all leased waits for one
+# (up to the busy timeout). Bounded because each holds descriptors for good (below).
+MAX_CONNECTIONS = 8
 
 
 class _ThreadState(threading.local):
@@ -258,11 +259,14 @@ class MetadataDB:
         self._state = _ThreadState()
         self._lock = threading.Lock()
         # Connections are leased per transaction (or per statement outside one), not
-        # kept per thread: a daemon runs many short-lived threads, and a connection
-        # holds descriptors that SQLite may only close once no other connection in the
-        # process holds a lock, which in WAL mode is never. So the process holds as
-        # many connections as it ever used at once, not as it ever had threads.
-        self._idle: list[tuple[int, sqlite3.Connection]] = []  # (pid, connection)
+        # kept per thread: a daemon runs many short-lived threads. And they are kept
+        # open, at most MAX_CONNECTIONS: SQLite may only close a connection's database
+        # descriptor once no other connection in the process holds a lock, which in
+        # WAL mode is never, so each connection closed would leave one behind.
+        self._available = threading.Condition(self._lock)
+        self._idle: list[sqlite3.Connection] = []
+        self._open_count = 0  # this process's connections, leased or idle
+        self._owner = os.getpid()  # whose they are: a forked child starts afresh
         self._generation = 0  # close() bumps it: older leased connections are closed
         with self._lease() as conn:
             try:
@@ -293,26 +297,48 @@ class MetadataDB:
         return conn
 
     def _checkout(self) -> tuple[sqlite3.Connection, int]:
-        pid = os.getpid()
-        with self._lock:
-            generation = self._generation
-            while self._idle:
-                owner, conn = self._idle.pop()
-                if owner == pid:
-                    return conn, generation
-                # Inherited through fork(): never used (or closed) by the child, as
-                # SQLite's locks and the WAL belong to the parent.
-                INHERITED_CONNECTIONS.append(conn)
-        return self._open(), generation
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        with self._available:
+            if self._owner != os.getpid():
+                # Forked: the parent's connections are never used (or closed) by the
+                # child, as SQLite's locks and the WAL belong to the parent.
+                INHERITED_CONNECTIONS.extend(self._idle)
+                self._idle, self._open_count, self._owner = [], 0, os.getpid()
+            while True:
+                generation = self._generation
+                if self._idle:
+                    return self._idle.pop(), generation
+                if self._open_count < MAX_CONNECTIONS:
+                    self._open_count += 1
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._available.wait(left):
+                    raise Unavailable(
+                        f"metadata database is busy: {self.path} "
+                        f"(all {MAX_CONNECTIONS} connections in use)"
+                    )
+        try:
+            return self._open(), generation
+        except BaseException:
+            self._forget_one()
+            raise
+
+    def _forget_one(self) -> None:
+        with self._available:
+            if self._owner == os.getpid():
+                self._open_count -= 1
+                self._available.notify()
 
     def _checkin(self, conn: sqlite3.Connection, generation: int) -> None:
         if conn.in_transaction:  # never hand on an open transaction
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-        with self._lock:
-            if generation == self._generation and len(self._idle) < IDLE_CONNECTIONS:
-                self._idle.append((os.getpid(), conn))
+        with self._available:
+            if generation == self._generation and self._owner == os.getpid():
+                self._idle.append(conn)
+                self._available.notify()
                 return
+        self._forget_one()
         conn.close()
 
     @contextlib.contextmanager
@@ -339,12 +365,15 @@ class MetadataDB:
     def close(self) -> None:
         """Close every idle connection; those in use are closed when given back. The
         object may be used again."""
-        pid = os.getpid()
-        with self._lock:
+        with self._available:
             self._generation += 1
             idle, self._idle = self._idle, []
-        for owner, conn in idle:
-            if owner == pid:
+            mine = self._owner == os.getpid()
+            if mine:
+                self._open_count -= len(idle)
+                self._available.notify_all()
+        for conn in idle:
+            if mine:
                 conn.close()
             else:
                 INHERITED_CONNECTIONS.append(conn)

@@ -11,10 +11,18 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from moorage.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from moorage.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from moorage.store import metadata
 from moorage.store.leases import Leases
 from moorage.store.metadata import (
     SCHEMA_VERSION,
@@ -277,3 +285,53 @@ def test_concurrent_processes(tmp_path: Path) -> None:
         assert len(names) == 450
         assert db.list_leases() == []
         assert db.integrity_check() == []
+
+
+def test_a_thread_waits_for_a_connection_when_all_are_leased(
+    db: MetadataDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metadata, "MAX_CONNECTIONS", 2)
+    db.close()  # start from none open
+    holding, release = threading.Barrier(3), threading.Event()
+
+    def hold() -> None:
+        with db.read_transaction():
+            holding.wait()
+            release.wait()
+
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for t in holders:
+        t.start()
+    holding.wait()  # both connections leased
+    listed: list[int] = []
+    third = threading.Thread(target=lambda: listed.append(len(db.list_images())))
+    third.start()
+    third.join(0.2)
+    assert third.is_alive()  # waiting for a connection, not opening a third
+    release.set()
+    for t in [*holders, third]:
+        t.join()
+    assert listed == [0]
+
+
+def test_all_connections_leased_too_long_is_unavailable(
+    db: MetadataDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metadata, "MAX_CONNECTIONS", 1)
+    monkeypatch.setattr(metadata, "BUSY_TIMEOUT_MS", 50)
+    db.close()
+    errors: list[BaseException] = []
+    with db.read_transaction():
+        other = threading.Thread(target=lambda: _capture(errors, db.list_images))
+        other.start()
+        other.join()
+    assert len(errors) == 1
+    assert isinstance(errors[0], Unavailable)
+    assert "connections in use" in str(errors[0])
+
+
+def _capture(errors: list[BaseException], call: Any) -> None:
+    try:
+        call()
+    except BaseException as exc:  # reported to the test
+        errors.append(exc)
