@@ -40,6 +40,7 @@ from moorage.engine import container_config as cfg
 from moorage.engine import monitor_client
 from moorage.engine.container_record import (
     CREATED,
+    DEAD,
     EXITED,
     PAUSED,
     REMOVING,
@@ -634,14 +635,19 @@ class ContainerService:
             threading.Thread(target=self._auto_remove, args=(c.id,), daemon=True).start()
             return
         backoff = self._backoff.setdefault(c.id, Backoff())
-        if should_restart(c.restart_policy, c.state.exit_code, c.restart_count, c.manually_stopped):
+        # Decided under the lock that update() changes the policy under: either it sees
+        # the restart scheduled here (and calls it off), or this sees the new policy.
+        with self._lock:
+            if not should_restart(
+                c.restart_policy, c.state.exit_code, c.restart_count, c.manually_stopped
+            ):
+                return
             delay = backoff.next_delay(c.state.started_at, c.state.finished_at)
             c.state.status = RESTARTING
             self._save(c)
             timer = threading.Timer(delay, self._restart_from_policy, args=(c.id,))
             timer.daemon = True
-            with self._lock:
-                self._timers[c.id] = timer
+            self._timers[c.id] = timer
             timer.start()
 
     def _restart_from_policy(self, cid: str) -> None:
@@ -709,6 +715,10 @@ class ContainerService:
             if c.running:
                 raise Conflict(f"Cannot kill container: {ref}: {exc}") from exc
         self._publish(c, "kill", signal=str(number))
+        if number == signal.SIGKILL:
+            # As dockerd's kill does: returns once the container has stopped, so that
+            # what follows (inspect, start) sees it exited, with its exit code.
+            self.wait_exit(c, KILL_WAIT)
 
     def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> bool:
         """Stop gracefully, then SIGKILL; False if it was not running (the API's 304)."""
@@ -836,6 +846,69 @@ class ContainerService:
                 continue
             deleted.append(c.id)
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": 0}
+
+    # --- update ---------------------------------------------------------------------
+
+    def update(self, ref: str, body: Any) -> dict[str, Any]:
+        """``POST /containers/{id}/update``: new limits and restart policy, recorded for
+        the next start and, when the container runs (or is paused), applied to its
+        cgroup at once. Rules in ``engine.container_update``. Returns ``{"Warnings"}``."""
+        from moorage.engine import container_update as cu
+        from moorage.sys.cpus import online_cpus, online_memory_nodes
+
+        update = cu.parse_update(
+            body, cpus=online_cpus(), mems=online_memory_nodes(), ncpu=os.cpu_count() or 1
+        )
+        c = self.get(ref)
+        with self._operation(c.id):
+            if c.state.status in (REMOVING, DEAD):
+                raise Conflict(
+                    f"Cannot update container {c.id}: container is marked for removal and "
+                    'cannot be "update"'
+                )
+            host_config = cu.merged_host_config(c.host_config, update, c.id)
+            request = dict(c.request)
+            request["HostConfig"] = {
+                **(request.get("HostConfig") or {}),
+                **{
+                    k: host_config[k]
+                    for k in (*cu.APPLIED_FIELDS, "RestartPolicy")
+                    if k in host_config
+                },
+            }
+            # What the next start will set must still pass create's checks.
+            body_now = {k: v for k, v in request.items() if k != "ImageConfig"}
+            wanted = parse_create(body_now)
+            if c.running:
+                self._update_cgroup(c, cu.live_resources(wanted, update))
+            with self._lock:  # see _after_exit
+                c.host_config = host_config
+                c.request = request
+                if update.restart_policy is not None:
+                    self._restart_policy_changed(c)
+                self._save(c)
+        self._publish(c, "update")
+        return {"Warnings": list(update.warnings)}
+
+    def _update_cgroup(self, c: Container, resources: dict[str, Any]) -> None:
+        if not resources:
+            return
+        try:
+            runtime_api.update(self.runtime_root, c.id, resources)
+        except (NotFound, Conflict) as exc:
+            # It stopped meanwhile: the record is enough, the next start applies it.
+            log.debug("container %s: not updating its cgroup: %s", c.id[:12], exc)
+        except MoorageError as exc:
+            raise type(exc)(f"Cannot update container {c.id}: {exc}") from exc
+
+    def _restart_policy_changed(self, c: Container) -> None:
+        """A restart the old policy scheduled and the new one would not make is called
+        off; anything else the new policy decides at the next exit."""
+        if c.state.status == RESTARTING and not should_restart(
+            c.restart_policy, c.state.exit_code, c.restart_count, c.manually_stopped
+        ):
+            self._cancel_restart(c.id)
+            c.state.status = EXITED
 
     # --- rename, pause --------------------------------------------------------------
 
