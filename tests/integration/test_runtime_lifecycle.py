@@ -247,6 +247,51 @@ def test_pause_and_resume_freeze_the_container(
     assert rt.state("c1")["status"] == "running"
 
 
+def test_update_changes_the_limits_of_a_running_container(
+    rt: Runtime, bundle_factory: Callable[..., Path]
+) -> None:
+    mb = 1024 * 1024
+    cgroup: dict[str, str] = {}
+
+    def edit(config: dict[str, Any]) -> None:
+        cgroup["path"] = config["linux"]["cgroupsPath"].lstrip("/")
+        resources = config["linux"]["resources"]
+        resources["memory"] = {"limit": 32 * mb, "swap": 64 * mb}
+        resources["pids"] = {"limit": 10}
+
+    def read(controller: str, v1_file: str, v2_file: str) -> str:
+        top = Path("/sys/fs/cgroup")
+        if (top / "cgroup.controllers").exists():  # cgroup v2 alone
+            return (top / cgroup["path"] / v2_file).read_text().strip()
+        return (top / controller / cgroup["path"] / v1_file).read_text().strip()
+
+    bundle = bundle_factory(["sleep", "1000"], edit=edit)
+    rt.cmd("run", "--detach", "--bundle", str(bundle), "c1")
+
+    change = {"memory": {"limit": 48 * mb}, "pids": {"limit": 20}}
+    rt.cmd("update", "--resources", "-", "c1", input=json.dumps(change).encode())
+    rt.cmd("update", "--cpu-period", "60000", "--cpu-quota", "30000", "c1")
+    too_much = rt.cmd(
+        "update", "-r", "-", "c1", input=b'{"memory": {"limit": 134217728}}', check=False
+    )
+
+    assert read("memory", "memory.limit_in_bytes", "memory.max") == str(48 * mb)
+    assert read("pids", "pids.max", "pids.max") == "20"
+    assert read("cpu", "cpu.cfs_quota_us", "cpu.max").split()[0] == "30000"
+    assert read("cpu", "cpu.cfs_period_us", "cpu.max").split()[-1] == "60000"
+    assert too_much.returncode == 1
+    assert "must not be below linux.resources.memory.limit (134217728)" in too_much.stderr
+    saved = json.loads((rt.root / "c1" / "state.json").read_text())["config"]["linux"]
+    assert saved["resources"]["memory"] == {"limit": 48 * mb, "swap": 64 * mb}
+    rt.cmd("kill", "c1", "KILL")
+    wait_for(lambda: rt.state("c1")["status"] == "stopped", "the container to stop")
+    stopped = rt.cmd("update", "--pids-limit", "5", "c1", check=False)
+    assert (stopped.returncode, stopped.stderr) == (
+        1,
+        "moor-runtime: container not running: c1\n",
+    )
+
+
 def test_list_and_pid_file(
     rt: Runtime, bundle_factory: Callable[..., Path], tmp_path: Path
 ) -> None:

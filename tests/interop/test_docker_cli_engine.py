@@ -790,3 +790,26 @@ def test_diff_lists_the_changes(docker: DockerCLI, made: Made) -> None:
     changes = docker("diff", name).stdout.splitlines()
 
     assert {"A /newdir", "A /newdir/f", "C /etc/passwd", "D /bin/ls"} <= set(changes)
+
+
+def test_update_changes_the_limits_of_a_running_container(docker: DockerCLI, made: Made) -> None:
+    name = sleeper(docker, made, "--memory", "32m")
+    cid = docker.inspect(name)["Id"]
+    memory_dir = Path("/sys/fs/cgroup/memory") / docker.daemon.cgroup_parent.lstrip("/") / cid
+    cpu_dir = Path("/sys/fs/cgroup/cpu") / docker.daemon.cgroup_parent.lstrip("/") / cid
+    if not memory_dir.is_dir():  # cgroup v2 alone: one directory, v2 files
+        pytest.skip("checks the cgroup v1 files; this machine has cgroup v2 alone")
+
+    updated = docker("update", "--memory", "64m", "--cpus", "0.5", name)
+    refused = docker("update", "--restart", "sometimes", name, check=False)
+
+    assert updated.stdout == f"{name}\n"
+    host = docker.inspect(name)["HostConfig"]
+    assert (host["Memory"], host["MemorySwap"], host["NanoCpus"]) == (64 << 20, 64 << 20, 5 * 10**8)
+    assert (memory_dir / "memory.limit_in_bytes").read_text() == f"{64 << 20}\n"
+    assert (cpu_dir / "cpu.cfs_quota_us").read_text() == "50000\n"
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        "Error response from daemon: invalid restart policy: unknown policy 'sometimes'; "
+        "use one of 'no', 'always', 'on-failure', or 'unless-stopped'\n"
+    )

@@ -394,6 +394,23 @@ def test_rename_restart_pause_unpause(client: docker.DockerClient, made: Made) -
     assert container.status == "running"
 
 
+def test_update_limits_and_restart_policy(client: docker.DockerClient, made: Made) -> None:
+    container = sleeper(client, made)
+
+    result = container.update(
+        mem_limit="64m", cpu_period=50000, cpu_quota=25000, restart_policy={"Name": "always"}
+    )
+    container.reload()
+
+    assert not result["Warnings"]
+    host = container.attrs["HostConfig"]
+    assert (host["Memory"], host["CpuPeriod"], host["CpuQuota"]) == (64 << 20, 50000, 25000)
+    assert host["RestartPolicy"] == {"Name": "always", "MaximumRetryCount": 0}
+    with pytest.raises(docker.errors.APIError, match="Minimum memory limit allowed is 6MB") as bad:
+        container.update(mem_limit="1m")
+    assert bad.value.status_code == 400
+
+
 def test_wait_returns_the_status_code(client: docker.DockerClient, made: Made) -> None:
     container = client.containers.run(
         "busybox", ["sh", "-c", "exit 7"], detach=True, name=made.container()

@@ -682,6 +682,83 @@ def rename_cmd(ctx: click.Context, container: str, new_name: str) -> None:
     _client(ctx).request("POST", f"/containers/{old}/rename", params={"name": new}).read()
 
 
+@click.command("update", cls=DockerCommand)
+@click.option("-m", "--memory", help="Memory limit")
+@click.option("--memory-reservation", help="Memory soft limit")
+@click.option("--memory-swap", help="Memory plus swap limit: -1 for unlimited swap")
+@click.option("--cpus", help="Number of CPUs")
+@click.option("-c", "--cpu-shares", help="CPU shares (relative weight)")
+@click.option("--cpu-period", help="Limit CPU CFS (Completely Fair Scheduler) period")
+@click.option("--cpu-quota", help="Limit CPU CFS (Completely Fair Scheduler) quota")
+@click.option("--cpuset-cpus", help="CPUs in which to allow execution (0-3, 0,1)")
+@click.option("--cpuset-mems", help="MEMs in which to allow execution (0-3, 0,1)")
+@click.option("--pids-limit", help="Tune container pids limit (set -1 for unlimited)")
+@click.option("--restart", help="Restart policy to apply when a container exits")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_context
+def update_cmd(ctx: click.Context, /, containers: tuple[str, ...], **flags: str | None) -> None:
+    """Update configuration of one or more containers."""
+    body = update_body(flags)
+    c = _client(ctx)
+    warnings: list[str] = []
+    errors: list[str] = []
+    for name in containers:
+        try:
+            result = c.request("POST", f"/containers/{name}/update", json_body=body).json()
+        except MoorageError as exc:
+            errors.append(daemon_error(exc))
+            continue
+        click.echo(name)
+        warnings += (result or {}).get("Warnings") or []
+    if warnings:
+        click.echo("\n".join(warnings))
+    if errors:
+        click.echo("\n".join(errors), err=True)
+        sys.exit(1)
+
+
+def update_body(flags: dict[str, str | None]) -> dict[str, Any]:
+    """The update's body: the fields the flags set, as the docker CLI sends them (the
+    daemon checks the values; only their syntax is checked here)."""
+    from moorage.cli import runopts
+
+    if all(value is None for value in flags.values()):
+        click.echo("you must provide one or more flags when using this command", err=True)
+        sys.exit(1)
+    memory, swap, reservation = flags["memory"], flags["memory_swap"], flags["memory_reservation"]
+    body: dict[str, Any] = {}
+    if memory is not None:
+        body["Memory"] = runopts.parse_memory(memory, "-m, --memory")
+    if reservation is not None:
+        body["MemoryReservation"] = runopts.parse_memory(reservation, "--memory-reservation")
+    if swap is not None:
+        body["MemorySwap"] = runopts.parse_memory_swap(swap)
+    if flags["cpus"] is not None:
+        body["NanoCpus"] = runopts.parse_cpus(flags["cpus"])
+    for key, flag, field in (
+        ("cpu_shares", "-c, --cpu-shares", "CpuShares"),
+        ("cpu_period", "--cpu-period", "CpuPeriod"),
+        ("cpu_quota", "--cpu-quota", "CpuQuota"),
+        ("pids_limit", "--pids-limit", "PidsLimit"),
+    ):
+        if flags[key] is not None:
+            body[field] = runopts.parse_int(flags[key], flag)
+    for key, field in (("cpuset_cpus", "CpusetCpus"), ("cpuset_mems", "CpusetMems")):
+        if flags[key] is not None:
+            body[field] = flags[key]
+    restart = flags["restart"]
+    if restart is not None:
+        name, colon, count = restart.partition(":")
+        if colon and not name:
+            raise InvalidArgument("invalid restart policy format: no policy provided before colon")
+        if count and not count.lstrip("+-").isdigit():
+            raise InvalidArgument(
+                "invalid restart policy format: maximum retry count must be an integer"
+            )
+        body["RestartPolicy"] = {"Name": name, "MaximumRetryCount": int(count or 0)}
+    return body
+
+
 @click.command("wait", cls=DockerCommand)
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_context
@@ -1634,6 +1711,7 @@ TOP_LEVEL = (
     rename_cmd,
     pause_cmd,
     unpause_cmd,
+    update_cmd,
     events_cmd,
     diff_cmd,
     commit_cmd,

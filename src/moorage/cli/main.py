@@ -34,7 +34,7 @@ _ORDER = (
 )
 _CONTAINERS = (
     "attach commit container cp create diff events exec inspect kill logs pause port ps "
-    "rename restart rm run start stats stop top unpause wait"
+    "rename restart rm run start stats stop top unpause update wait"
 )
 _IMAGES = ("history", "image", "images", "import", "load", "rmi", "save", "tag")
 MODULES_OF: dict[str, tuple[str, ...]] = {

@@ -7,7 +7,7 @@ This module owns two steps, both pure (no files, no syscalls):
   :class:`InvalidArgument` naming the field: ``HostConfig.Memory: must be a
   non-negative integer``. Fields it does not know, or knows but does not honour, are
   accepted and, when set to anything but their zero value, reported as warnings
-  (``HostConfig.CpusetCpus: not supported, ignored``). Fields other engine code reads
+  (``HostConfig.BlkioWeight: not supported, ignored``). Fields other engine code reads
   from the body (``Healthcheck``, ``HostConfig.RestartPolicy``...) are not warned about.
 - :func:`generate_spec` turns that request plus the image's
   :class:`~moorage.oci.image.ContainerConfig` into a ``config.json`` dict for
@@ -56,6 +56,7 @@ __all__ = [
     "VolumeMount",
     "attach_volumes",
     "generate_spec",
+    "linux_resources",
     "parse_create",
     "split_user",
 ]
@@ -65,11 +66,14 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _MIN_MEMORY = 6 * 1024 * 1024  # Docker's floor: below it the container cannot start
 _CPU_PERIOD = 100_000  # microseconds, Docker's default CFS period
 _MIN_NANO_CPUS = 10_000_000  # 0.01 CPU, a quota of 1000us: the kernel's minimum
+_MIN_CPU_QUOTA = 1000  # microseconds: the kernel's minimum
+_MIN_CPU_PERIOD, _MAX_CPU_PERIOD = 1000, 1_000_000  # microseconds: the kernel's range
 _DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 _RLIM_INFINITY = 2**64 - 1
 
 _PATH_DEFAULT = next(e for e in DEFAULT_ENV if e.startswith("PATH="))
 
+_CPU_LIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
 _VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})")
 _USER = re.compile(r"[^:\s]+(:[^:\s]+)?")
@@ -168,8 +172,13 @@ class ContainerRequest(NamedTuple):
     security_opt: tuple[str, ...] = ()
     memory: int = 0
     memory_swap: int = 0
+    memory_reservation: int = 0
     nano_cpus: int = 0
     cpu_shares: int = 0
+    cpu_period: int = 0  # microseconds; 0: the kernel's default
+    cpu_quota: int = 0  # microseconds; 0: not set, -1: unlimited
+    cpuset_cpus: str | None = None  # "0-3,6"
+    cpuset_mems: str | None = None
     pids_limit: int | None = None
     ulimits: tuple[Ulimit, ...] = ()
     oom_score_adj: int = 0
@@ -359,8 +368,13 @@ def parse_create(body: dict[str, Any]) -> ContainerRequest:
         security_opt=host.strings("SecurityOpt") or (),
         memory=host.integer("Memory"),
         memory_swap=host.integer("MemorySwap", minimum=-1),
+        memory_reservation=host.integer("MemoryReservation"),
         nano_cpus=host.integer("NanoCpus"),
         cpu_shares=host.integer("CpuShares"),
+        cpu_period=host.integer("CpuPeriod"),
+        cpu_quota=host.integer("CpuQuota", minimum=-1),
+        cpuset_cpus=_cpu_list(host, "CpusetCpus"),
+        cpuset_mems=_cpu_list(host, "CpusetMems"),
         pids_limit=_pids_limit(host),
         ulimits=tuple(_parse_ulimit(u) for u in host.objects("Ulimits")),
         oom_score_adj=host.integer("OomScoreAdj", minimum=None),
@@ -397,6 +411,13 @@ def _capabilities(host: _Fields, key: str) -> tuple[str, ...]:
             raise InvalidArgument(f'HostConfig.{key}[{i}]: unknown capability "{name}"')
         out.append(canonical)
     return tuple(out)
+
+
+def _cpu_list(host: _Fields, key: str) -> str | None:
+    value = host.string(key)
+    if value is not None and not _CPU_LIST.fullmatch(value):
+        raise InvalidArgument(f'{host.at(key)}: invalid list "{value}" (want such as "0-3,6")')
+    return value
 
 
 def _pids_limit(host: _Fields) -> int | None:
@@ -484,8 +505,23 @@ def _check_resources(r: ContainerRequest) -> None:
             raise InvalidArgument("HostConfig.MemorySwap: needs HostConfig.Memory to be set")
         if r.memory_swap < r.memory:
             raise InvalidArgument("HostConfig.MemorySwap: must be at least HostConfig.Memory")
+    if r.memory_reservation:
+        if r.memory_reservation < _MIN_MEMORY:
+            raise InvalidArgument("HostConfig.MemoryReservation: must be at least 6291456 (6m)")
+        if r.memory and r.memory < r.memory_reservation:
+            raise InvalidArgument(
+                "HostConfig.Memory: must not be below HostConfig.MemoryReservation"
+            )
     if 0 < r.nano_cpus < _MIN_NANO_CPUS:
         raise InvalidArgument("HostConfig.NanoCpus: must be at least 10000000 (0.01 cpus)")
+    if r.nano_cpus and r.cpu_period:
+        raise InvalidArgument("HostConfig.NanoCpus: cannot be set with HostConfig.CpuPeriod")
+    if r.nano_cpus and r.cpu_quota > 0:
+        raise InvalidArgument("HostConfig.NanoCpus: cannot be set with HostConfig.CpuQuota")
+    if r.cpu_period and not _MIN_CPU_PERIOD <= r.cpu_period <= _MAX_CPU_PERIOD:
+        raise InvalidArgument("HostConfig.CpuPeriod: must be between 1000 and 1000000 (1ms to 1s)")
+    if 0 < r.cpu_quota < _MIN_CPU_QUOTA:
+        raise InvalidArgument("HostConfig.CpuQuota: must be at least 1000 (1ms)")
     if r.cpu_shares and not 2 <= r.cpu_shares <= 262144:
         raise InvalidArgument("HostConfig.CpuShares: must be between 2 and 262144")
     if not -1000 <= r.oom_score_adj <= 1000:
@@ -610,7 +646,7 @@ def generate_spec(
             if ns["type"] == "network":
                 ns["path"] = netns_path
     resources = linux["resources"]
-    resources.update(_resources(request))
+    resources.update(linux_resources(request))
     if request.sysctls:
         linux["sysctl"] = dict(request.sysctls)
 
@@ -798,7 +834,8 @@ def _rlimits(defaults: list[dict[str, Any]], ulimits: Sequence[Ulimit]) -> list[
     return list(by_type.values())
 
 
-def _resources(r: ContainerRequest) -> dict[str, Any]:
+def linux_resources(r: ContainerRequest) -> dict[str, Any]:
+    """The OCI ``linux.resources`` (memory, cpu, pids) that ``r`` asks for."""
     out: dict[str, Any] = {}
     memory: dict[str, Any] = {}
     if r.memory:
@@ -807,14 +844,25 @@ def _resources(r: ContainerRequest) -> dict[str, Any]:
         memory["swap"] = r.memory_swap if r.memory_swap else 2 * r.memory
     elif r.memory_swap == -1:
         memory["swap"] = -1
+    if r.memory_reservation:
+        memory["reservation"] = r.memory_reservation
     if memory:
         out["memory"] = memory
     cpu: dict[str, Any] = {}
     if r.nano_cpus:
         cpu["quota"] = r.nano_cpus * _CPU_PERIOD // 1_000_000_000
         cpu["period"] = _CPU_PERIOD
+    else:  # Docker: NanoCpus and CpuPeriod/CpuQuota exclude each other
+        if r.cpu_quota:
+            cpu["quota"] = r.cpu_quota
+        if r.cpu_period:
+            cpu["period"] = r.cpu_period
     if r.cpu_shares:
         cpu["shares"] = r.cpu_shares
+    if r.cpuset_cpus:
+        cpu["cpus"] = r.cpuset_cpus
+    if r.cpuset_mems:
+        cpu["mems"] = r.cpuset_mems
     if cpu:
         out["cpu"] = cpu
     if r.pids_limit is not None:

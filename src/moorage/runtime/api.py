@@ -5,6 +5,7 @@
     api.create(root, "web", api.CreateOptions(bundle="/path/to/bundle"))
     api.start(root, "web")
     api.kill(root, "web", "SIGTERM")
+    api.update(root, "web", {"memory": {"limit": 67108864, "swap": 134217728}})
     api.delete(root, "web", force=True)
 
 Same semantics and errors as the ``moor-runtime`` verbs of the same names. A
@@ -27,6 +28,7 @@ from moorage.runtime.run import become_subreaper, run, wait_child
 from moorage.runtime.spawn import start_zygote, stop_zygote
 from moorage.runtime.start import start
 from moorage.runtime.state import state
+from moorage.runtime.update import update
 
 __all__ = [
     "CreateOptions",
@@ -49,5 +51,6 @@ __all__ = [
     "start_zygote",
     "state",
     "stop_zygote",
+    "update",
     "wait_child",
 ]

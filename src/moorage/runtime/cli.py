@@ -110,6 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     cmd("features", "show what this runtime supports")
     cmd("pause", "suspend every process of a container").add_argument("id")
     cmd("resume", "resume a paused container").add_argument("id")
+    up = cmd("update", "update a container's resource limits")
+    up.add_argument(
+        "-r", "--resources", help="file with the linux.resources to change, or - for stdin"
+    )
+    for flag, what in _UPDATE_FLAGS.items():
+        up.add_argument(flag, dest=_flag_dest(flag), metavar="VALUE", help=what[2])
+    up.add_argument("id")
     ev = cmd("events", "print container events (OOM kills) and statistics")
     ev.add_argument("--stats", action="store_true")
     ev.add_argument("--interval", type=float, default=5.0)
@@ -226,11 +233,82 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         getattr(pause, command)(root, args.id)
         return 0
+    if command == "update":
+        from moorage.runtime.update import update
+
+        update(root, args.id, _update_resources(args))
+        return 0
     if command == "events":
         from moorage.runtime.events import events
 
         return events(root, args.id, stats=args.stats, interval=args.interval)
     raise InvalidArgument(f"unknown command: {command}")
+
+
+# runc's update flags: flag -> (linux.resources section, key, help); sizes take units.
+_UPDATE_FLAGS: dict[str, tuple[str, str, str]] = {
+    "--blkio-weight": ("blockIO", "weight", "block IO weight, 10 to 1000"),
+    "--cpu-period": ("cpu", "period", "CPU CFS period in microseconds"),
+    "--cpu-quota": ("cpu", "quota", "CPU CFS quota in microseconds (-1: unlimited)"),
+    "--cpu-share": ("cpu", "shares", "CPU shares (relative weight)"),
+    "--cpu-rt-period": ("cpu", "realtimePeriod", "CPU realtime period in microseconds"),
+    "--cpu-rt-runtime": ("cpu", "realtimeRuntime", "CPU realtime runtime in microseconds"),
+    "--cpuset-cpus": ("cpu", "cpus", "CPUs to use (0-3, 0,1)"),
+    "--cpuset-mems": ("cpu", "mems", "memory nodes to use (0-3, 0,1)"),
+    "--memory": ("memory", "limit", "memory limit (bytes, or with a k, m or g unit)"),
+    "--memory-reservation": ("memory", "reservation", "memory soft limit"),
+    "--memory-swap": ("memory", "swap", "memory plus swap limit (-1: unlimited swap)"),
+    "--pids-limit": ("pids", "limit", "maximum number of processes (0 or -1: unlimited)"),
+}
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _flag_dest(flag: str) -> str:
+    return "set_" + flag.removeprefix("--").replace("-", "_")
+
+
+def _update_resources(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``update`` changes: the --resources JSON or the flags, not both."""
+    import re
+
+    given = {f: getattr(args, _flag_dest(f)) for f in _UPDATE_FLAGS}
+    given = {f: v for f, v in given.items() if v is not None}
+    if args.resources is not None:
+        if given:
+            raise InvalidArgument(f"update: --resources cannot be combined with {min(given)}")
+        return _read_resources(args.resources)
+    out: dict[str, Any] = {}
+    for flag, text in given.items():
+        section, key, _ = _UPDATE_FLAGS[flag]
+        value: int | str = text
+        if key not in ("cpus", "mems"):
+            match = re.fullmatch(r"(-?\d+)\s*(?:([kmgt])(?:i?b)?|b)?", text.strip().lower())
+            unit = match.group(2) or "" if match else ""
+            if match is None or (unit and section != "memory"):
+                raise InvalidArgument(f"update: {flag}: invalid value {text!r}")
+            value = int(match.group(1)) * _SIZE_UNITS[unit]
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _read_resources(path: str) -> dict[str, Any]:
+    import orjson
+
+    try:
+        if path == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                raw = f.read()
+    except FileNotFoundError as exc:
+        raise InvalidArgument(f"resources file does not exist: {path}") from exc
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"{path}: invalid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"{path}: expected a linux.resources object")
+    return data
 
 
 def _print_json(data: Any, indent: bool = False) -> None:

@@ -229,6 +229,7 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "exec": frozenset({CREATED, RUNNING}),
     "pause": frozenset({RUNNING}),
     "resume": frozenset({PAUSED}),
+    "update": frozenset({CREATED, RUNNING, PAUSED}),
     "delete": frozenset({STOPPED, CREATED}),
 }
 

@@ -252,3 +252,19 @@ def test_an_absent_flag_is_its_default() -> None:
 def test_a_flag_that_is_no_boolean_is_refused(value: str) -> None:
     with pytest.raises(InvalidArgument, match=f"invalid value for all: '{value}'"):
         params.flag(make_mocked_request("GET", f"/x?all={value}"), "all")
+
+
+# --- a container update's body ----------------------------------------------------------
+
+
+def test_the_router_matches_keys_in_any_case_and_drops_unknown_ones() -> None:
+    body = compat.update_request({"memory": 67108864, "Bogus": 1, "restartpolicy": {"name": "no"}})
+
+    assert body == {"Memory": 67108864, "RestartPolicy": {"Name": "no"}}
+
+
+@pytest.mark.parametrize(("pids", "stored"), [(-1, 0), (-5, 0), (0, 0), (7, 7), (None, None)])
+def test_the_router_reads_a_pids_limit_below_1_as_unlimited(
+    pids: int | None, stored: int | None
+) -> None:
+    assert compat.update_request({"PidsLimit": pids}).get("PidsLimit") == stored

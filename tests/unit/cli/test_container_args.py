@@ -16,7 +16,14 @@ import pytest
 from moorage.api.streams_client import Demultiplexer, StreamError, demux
 from moorage.cli import containerfmt as fmt
 from moorage.cli import cp, runopts
-from moorage.cli.containers import go_bool_flags, run_cmd, start_exit_status, system_prune_warning
+from moorage.cli.containers import (
+    go_bool_flags,
+    run_cmd,
+    start_exit_status,
+    system_prune_warning,
+    update_body,
+    update_cmd,
+)
 from moorage.cli.gotemplate import render
 from moorage.cli.runopts import CreateFlags, build_create
 from moorage.cli.streaming import EscapeDetector
@@ -1057,3 +1064,58 @@ def test_timestamps_keep_their_nanoseconds() -> None:
     stamp = "2023-11-14T22:13:20.123456789Z"
     assert runopts.timestamp_arg(stamp) == "1700000000.123456789"
     assert runopts.timestamp_arg("2023-11-14T23:13:20.000000001+01:00") == "1700000000.000000001"
+
+
+# --------------------------------------------------------------------------- update body
+
+
+def _update_body(**flags: str) -> dict[str, Any]:
+    every = {p.name: None for p in update_cmd.params if isinstance(p, click.Option)}
+    return update_body({**every, **flags})
+
+
+def test_update_sends_only_what_its_flags_set() -> None:
+    body = _update_body(
+        memory="64m", memory_swap="-1", cpus="0.5", cpu_shares="512", cpu_period="50000",
+        cpu_quota="-1", cpuset_cpus="0-1", pids_limit="-1", restart="on-failure:3",
+    )  # fmt: skip
+
+    assert body == {
+        "Memory": 64 << 20,
+        "MemorySwap": -1,
+        "NanoCpus": 500_000_000,
+        "CpuShares": 512,
+        "CpuPeriod": 50000,
+        "CpuQuota": -1,
+        "CpusetCpus": "0-1",
+        "PidsLimit": -1,
+        "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 3},
+    }
+
+
+def test_update_leaves_the_restart_policy_name_to_the_daemon() -> None:
+    assert _update_body(restart="sometimes") == {
+        "RestartPolicy": {"Name": "sometimes", "MaximumRetryCount": 0}
+    }
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"memory": "lots"}, 'invalid argument "lots" for "-m, --memory" flag'),
+        ({"pids_limit": "x"}, 'invalid argument "x" for "--pids-limit" flag'),
+        ({"restart": ":3"}, "no policy provided before colon"),
+        ({"restart": "on-failure:x"}, "maximum retry count must be an integer"),
+    ],
+)
+def test_update_flags_with_bad_syntax(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        _update_body(**flags)
+
+
+def test_update_wants_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _update_body()
+
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == "you must provide one or more flags when using this command\n"

@@ -77,6 +77,27 @@ BAD_BODIES = [
     ),
     ({"HostConfig": {"MemorySwap": -2}}, "HostConfig.MemorySwap: must be an integer of at least"),
     ({"HostConfig": {"NanoCpus": 1000}}, "HostConfig.NanoCpus: must be at least"),
+    (
+        {"HostConfig": {"NanoCpus": 10**9, "CpuPeriod": 100000}},
+        "HostConfig.NanoCpus: cannot be set with HostConfig.CpuPeriod",
+    ),
+    (
+        {"HostConfig": {"NanoCpus": 10**9, "CpuQuota": 50000}},
+        "HostConfig.NanoCpus: cannot be set with HostConfig.CpuQuota",
+    ),
+    ({"HostConfig": {"CpuPeriod": 999}}, "HostConfig.CpuPeriod: must be between 1000 and"),
+    ({"HostConfig": {"CpuQuota": 999}}, "HostConfig.CpuQuota: must be at least 1000"),
+    ({"HostConfig": {"CpuQuota": -2}}, "HostConfig.CpuQuota: must be an integer of at least -1"),
+    ({"HostConfig": {"CpusetCpus": "0-"}}, 'HostConfig.CpusetCpus: invalid list "0-"'),
+    ({"HostConfig": {"CpusetMems": 0}}, "HostConfig.CpusetMems: must be a string"),
+    (
+        {"HostConfig": {"MemoryReservation": 2**20}},
+        "HostConfig.MemoryReservation: must be at least 6291456",
+    ),
+    (
+        {"HostConfig": {"Memory": 2**27, "MemoryReservation": 2**28}},
+        "HostConfig.Memory: must not be below HostConfig.MemoryReservation",
+    ),
     ({"HostConfig": {"CpuShares": 1}}, "HostConfig.CpuShares: must be between"),
     ({"HostConfig": {"OomScoreAdj": 1001}}, "HostConfig.OomScoreAdj: must be between"),
     ({"HostConfig": {"Privileged": "yes"}}, "HostConfig.Privileged: must be a boolean"),
@@ -151,7 +172,7 @@ def test_parse_create_warns_about_ignored_fields_that_are_set() -> None:
             "MacAddress": "",
             "Healthcheck": {"Test": ["CMD", "true"]},
             "HostConfig": {
-                "CpusetCpus": "0-1",
+                "CpuRealtimeRuntime": 950,
                 "BlkioWeight": 0,
                 "RestartPolicy": {"Name": "always"},
             },
@@ -160,7 +181,7 @@ def test_parse_create_warns_about_ignored_fields_that_are_set() -> None:
 
     assert request.warnings == (
         "Domainname: not supported, ignored",
-        "HostConfig.CpusetCpus: not supported, ignored",
+        "HostConfig.CpuRealtimeRuntime: not supported, ignored",
     )
 
 
@@ -653,6 +674,15 @@ def test_unsupported_security_opt_is_a_warning() -> None:
         ({"NanoCpus": 1_500_000_000}, {"cpu": {"quota": 150000, "period": 100000}}),
         ({"CpuShares": 512}, {"cpu": {"shares": 512}}),
         ({"PidsLimit": 100}, {"pids": {"limit": 100}}),
+        ({"CpuPeriod": 50000, "CpuQuota": 25000}, {"cpu": {"quota": 25000, "period": 50000}}),
+        ({"CpuQuota": -1}, {"cpu": {"quota": -1}}),
+        # NanoCpus wins over a CpuQuota of -1 ("unset"), as dockerd has it
+        ({"NanoCpus": 500_000_000, "CpuQuota": -1}, {"cpu": {"quota": 50000, "period": 100000}}),
+        ({"CpusetCpus": "0-1", "CpusetMems": "0"}, {"cpu": {"cpus": "0-1", "mems": "0"}}),
+        (
+            {"Memory": 2**27, "MemoryReservation": 2**26},
+            {"memory": {"limit": 2**27, "swap": 2**28, "reservation": 2**26}},
+        ),
     ],
 )
 def test_resources(host: dict[str, Any], resources: dict[str, Any]) -> None:

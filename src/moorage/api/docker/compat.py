@@ -257,6 +257,38 @@ def create_request(version: str, body: dict[str, Any]) -> dict[str, Any]:
 
 _MOUNT_OPTIONS = {"BindOptions": "bind", "VolumeOptions": "volume", "TmpfsOptions": "tmpfs"}
 
+# A container update body: Docker's UpdateConfig, the Resources of a HostConfig and a
+# restart policy.
+_UPDATE_FIELDS = frozenset(
+    {
+        "CpuShares", "Memory", "NanoCpus", "CgroupParent", "BlkioWeight", "BlkioWeightDevice",
+        "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps",
+        "BlkioDeviceWriteIOps", "CpuPeriod", "CpuQuota", "CpuRealtimePeriod",
+        "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems", "Devices", "DeviceCgroupRules",
+        "DeviceRequests", "KernelMemory", "KernelMemoryTCP", "MemoryReservation", "MemorySwap",
+        "MemorySwappiness", "OomKillDisable", "PidsLimit", "Ulimits", "CpuCount", "CpuPercent",
+        "IOMaximumIOps", "IOMaximumBandwidth", "RestartPolicy",
+    }
+)  # fmt: skip
+_RESTART_POLICY_FIELDS = frozenset({"Name", "MaximumRetryCount"})
+
+
+def update_request(body: Any) -> Any:
+    """A ``POST /containers/{id}/update`` body as the engine takes it: keys matched in
+    any case, unknown ones dropped, and a ``PidsLimit`` of at most 0 meaning "unlimited",
+    stored as 0 (dockerd's router does that; it ignores PidsLimit before API 1.40, older
+    than any version served). A body that is no object is left for the engine to refuse."""
+    if not isinstance(body, dict):
+        return body
+    out = _known_fields(copy.deepcopy(body), _UPDATE_FIELDS)
+    policy = out.get("RestartPolicy")
+    if isinstance(policy, dict):
+        out["RestartPolicy"] = _known_fields(policy, _RESTART_POLICY_FIELDS)
+    pids = out.get("PidsLimit")
+    if isinstance(pids, int) and not isinstance(pids, bool) and pids <= 0:
+        out["PidsLimit"] = 0
+    return out
+
 
 def exec_request(version: str, body: dict[str, Any]) -> dict[str, Any]:
     """An exec create or start body: ``ConsoleSize`` is honoured from API 1.42."""

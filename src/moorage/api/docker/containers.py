@@ -156,6 +156,20 @@ async def unpause(request: web.Request) -> web.StreamResponse:
     return _no_content()
 
 
+@routes.add("POST", "/containers/{id}/update")
+async def update(request: web.Request) -> web.StreamResponse:
+    raw = await request.read()
+    body: Any = {}
+    if raw.strip():  # dockerd takes an empty body for an update that changes nothing
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidArgument(f"invalid JSON: {exc}") from exc
+    body = compat.update_request(body)
+    result = await asyncio.to_thread(_service(request).update, _ref(request), body)
+    return json_response(result)
+
+
 @routes.add("POST", "/containers/{id}/rename")
 async def rename(request: web.Request) -> web.StreamResponse:
     name = request.query.get("name") or ""
