@@ -86,6 +86,21 @@ def before(version: str, than: str) -> bool:
     return version_key(version) < version_key(than)
 
 
+def container_inspect(version: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``GET /containers/{id}/json``: before 1.45, dockerd listed the container's short
+    ID and hostname among its aliases on user-defined networks (later versions put
+    them in DNSNames only); docker-compose 1.x looks for the short ID there."""
+    if before(version, "1.45"):
+        names = [data["Id"][:12], (data.get("Config") or {}).get("Hostname") or ""]
+        networks = (data.get("NetworkSettings") or {}).get("Networks") or {}
+        for network, endpoint in networks.items():
+            if network in ("bridge", "host", "none", "default") or not isinstance(endpoint, dict):
+                continue
+            aliases = list(endpoint.get("Aliases") or [])
+            endpoint["Aliases"] = list(dict.fromkeys([*aliases, *(n for n in names if n)]))
+    return data
+
+
 def image_summary(version: str, summary: dict[str, Any]) -> dict[str, Any]:
     """An entry of ``GET /images/json`` (and of ``/system/df``'s Images)."""
     out = dict(summary)

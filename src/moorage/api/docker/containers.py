@@ -79,26 +79,7 @@ async def inspect(request: web.Request) -> web.StreamResponse:
     if params.flag(request, "size"):
         c = service.get(_ref(request))
         data["SizeRw"], data["SizeRootFs"] = await asyncio.to_thread(service.sizes, c)
-    if _older_than(request, (1, 45)):
-        _add_short_id_aliases(data)
-    return json_response(data)
-
-
-def _older_than(request: web.Request, version: tuple[int, int]) -> bool:
-    wanted = request.match_info.get("version")
-    return wanted is not None and tuple(int(p) for p in wanted.split(".")) < version
-
-
-def _add_short_id_aliases(data: dict[str, Any]) -> None:
-    """Before API 1.45, dockerd listed the container's short ID and hostname among
-    its aliases on user-defined networks (later versions put them in DNSNames only);
-    docker-compose 1.x looks for the short ID there."""
-    names = [data["Id"][:12], (data.get("Config") or {}).get("Hostname") or ""]
-    for network, endpoint in ((data.get("NetworkSettings") or {}).get("Networks") or {}).items():
-        if network in ("bridge", "host", "none", "default") or not isinstance(endpoint, dict):
-            continue
-        aliases = list(endpoint.get("Aliases") or [])
-        endpoint["Aliases"] = list(dict.fromkeys([*aliases, *(n for n in names if n)]))
+    return json_response(compat.container_inspect(api_version(request), data))
 
 
 @routes.add("POST", "/containers/{id}/start")
