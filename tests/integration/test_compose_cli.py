@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from compose_commands import run_compose
 from daemon import Daemon, running_daemon
 
 pytestmark = pytest.mark.root
@@ -89,21 +90,8 @@ class Project:
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, **self.env}
         env.pop("COMPOSE_PROJECT_NAME", None)
-        result = subprocess.run(
-            self.argv(*args),
-            cwd=self.directory,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"moor compose {' '.join(args)} failed ({result.returncode}):\n"
-                f"{result.stdout}\n{result.stderr}"
-            )
-        return result
+        shown = f"moor compose {' '.join(args)}"
+        return run_compose(self.argv(*args), cwd=self.directory, env=env, shown=shown, check=check)
 
     def api(self, path: str, **params: object) -> object:
         from moorage.api.client import Client

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from compose_commands import run_compose
 from daemon import Daemon, running_daemon
 from registry_servers import Registry, start_moorage
 
@@ -63,21 +64,8 @@ class Project:
             sys.executable, "-m", "moorage.cli.main", "-H", self.daemon.host,
             "compose", "-p", self.name, *self.flags, *args,
         ]  # fmt: skip
-        result = subprocess.run(
-            argv,
-            cwd=self.directory,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"moor compose {' '.join([*self.flags, *args])} failed ({result.returncode}):\n"
-                f"{result.stdout}\n{result.stderr}"
-            )
-        return result
+        shown = f"moor compose {' '.join([*self.flags, *args])}"
+        return run_compose(argv, cwd=self.directory, env=env, shown=shown, check=check)
 
     def client(self) -> Any:
         from moorage.api.client import Client

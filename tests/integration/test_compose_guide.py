@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from compose_commands import run_compose
 from daemon import Daemon, running_daemon
 
 pytestmark = [
@@ -155,21 +156,9 @@ class Guide:
 
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "DB_PASSWORD": "s3cret-from-env", "COMPOSE_PROJECT_NAME": self.name}
-        result = subprocess.run(
-            [sys.executable, "-m", "moorage.cli.main", "-H", self.daemon.host, "compose", *args],
-            cwd=self.directory,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"moor compose {' '.join(args)} failed ({result.returncode}):\n"
-                f"{result.stdout}\n{result.stderr}"
-            )
-        return result
+        argv = [sys.executable, "-m", "moorage.cli.main", "-H", self.daemon.host, "compose", *args]
+        shown = f"moor compose {' '.join(args)}"
+        return run_compose(argv, cwd=self.directory, env=env, shown=shown, check=check, timeout=600)
 
     def health(self, service: str) -> str:
         from moorage.api.client import Client

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from compose_commands import run_compose
 from daemon import Daemon, running_daemon
 
 COMPOSE = shutil.which("docker-compose")
@@ -75,21 +76,9 @@ class Project:
         assert COMPOSE is not None
         env = {**os.environ, "DOCKER_HOST": self.daemon.host, "COMPOSE_PROJECT_NAME": self.name}
         env.pop("DOCKER_CONFIG", None)
-        result = subprocess.run(
-            [COMPOSE, "--no-ansi", *args],
-            cwd=self.directory,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"docker-compose {' '.join(args)} failed ({result.returncode}):\n"
-                f"{result.stdout}\n{result.stderr}"
-            )
-        return result
+        shown = f"docker-compose {' '.join(args)}"
+        argv = [COMPOSE, "--no-ansi", *args]
+        return run_compose(argv, cwd=self.directory, env=env, shown=shown, check=check)
 
     def moor(self, *args: str) -> str:
         return self.daemon.moor(*args).stdout.decode()
